@@ -1,0 +1,68 @@
+//! What nodes pull: the catalog (long-polled by epoch) and artifacts by digest.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use meridian_gossip::Catalog;
+use serde::Deserialize;
+
+use super::{ApiError, SharedState};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogQuery {
+    /// Answer as soon as the catalog's epoch is above this (long-poll).
+    pub after_epoch: Option<u64>,
+    /// How long to wait for that, capped by `catalog_wait_max_ms`.
+    pub wait_ms: Option<u64>,
+}
+
+pub async fn catalog(
+    State(state): State<SharedState>,
+    Query(query): Query<CatalogQuery>,
+) -> Json<Catalog> {
+    let mut rx = state.catalog.subscribe();
+    if let Some(after) = query.after_epoch {
+        let wait = query.wait_ms.unwrap_or(0).min(state.config.catalog_wait_max_ms);
+        // A timeout or a closed channel both just answer with the current catalog.
+        let changed = tokio::time::timeout(Duration::from_millis(wait), rx.wait_for(|c| c.epoch > after));
+        tokio::select! {
+            _ = changed => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+    }
+    let current = rx.borrow().clone();
+    Json(current)
+}
+
+pub async fn artifact(
+    State(state): State<SharedState>,
+    Path(digest): Path<String>,
+) -> Result<Response, ApiError> {
+    let path = state
+        .registry
+        .artifacts()
+        .path(&digest)
+        .ok_or_else(|| ApiError::bad_request(format!("{digest:?} is not a sha256 digest")))?;
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no artifact {digest}")))
+        }
+        Err(e) => return Err(ApiError::internal(format!("reading artifact {digest}: {e}"))),
+    };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}

@@ -1,0 +1,132 @@
+//! Control's HTTP API, used by the CLI and by nodes. JSON in and out; errors are
+//! `{"error": "..."}` with the status chosen in one place ([`ApiError`]).
+//!
+//! - [`models`]: push, list, show, deploy, rollback, archive.
+//! - [`catalog`]: the catalog (long-poll) and artifacts by digest, for nodes.
+//! - [`nodes`]: node heartbeats and the node list.
+
+pub mod catalog;
+pub mod models;
+pub mod nodes;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use meridian_gossip::Catalog;
+use tokio::sync::watch;
+
+use crate::config::ControlConfig;
+use crate::directory::Directory;
+use crate::registry::{Registry, RegistryError};
+
+pub struct ControlState {
+    pub config: ControlConfig,
+    pub registry: Registry,
+    /// The current catalog; nodes long-poll on it.
+    pub catalog: watch::Sender<Catalog>,
+    pub directory: Directory,
+    /// Cancelled when control stops: long-polls answer at once instead of holding shutdown.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+pub type SharedState = Arc<ControlState>;
+
+impl ControlState {
+    /// Run a registry operation off the executor (sled flushes and tract validation block),
+    /// and publish the catalog it returns.
+    pub async fn registry_op<T: Send + 'static>(
+        self: &Arc<Self>,
+        op: impl FnOnce(&Registry) -> Result<T, RegistryError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let state = self.clone();
+        let (result, catalog) = tokio::task::spawn_blocking(move || {
+            let result = op(&state.registry);
+            (result, state.registry.catalog())
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("registry task failed: {e}")))?;
+        if let Ok(catalog) = catalog {
+            self.catalog.send_if_modified(|current| {
+                let newer = current.is_superseded_by(&catalog);
+                if newer {
+                    *current = catalog;
+                }
+                newer
+            });
+        }
+        Ok(result?)
+    }
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let status = match e {
+            RegistryError::NotFound(_) => StatusCode::NOT_FOUND,
+            RegistryError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            RegistryError::Conflict(_) => StatusCode::CONFLICT,
+            RegistryError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "registry failure");
+        }
+        Self::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn fallback() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+pub fn router(state: SharedState) -> Router {
+    let max_artifact = state.config.max_artifact_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/models", get(models::list))
+        .route("/api/v1/models/{name}", get(models::show))
+        .route(
+            "/api/v1/models/{name}/versions",
+            post(models::push).layer(DefaultBodyLimit::max(max_artifact + (1 << 20))),
+        )
+        .route("/api/v1/models/{name}/versions/{version}", get(models::show_version))
+        .route("/api/v1/models/{name}/versions/{version}/archive", post(models::archive))
+        .route("/api/v1/models/{name}/deploy", post(models::deploy))
+        .route("/api/v1/models/{name}/rollback", post(models::rollback))
+        .route("/api/v1/catalog", get(catalog::catalog))
+        .route("/api/v1/artifacts/{digest}", get(catalog::artifact))
+        .route("/api/v1/nodes", get(nodes::list))
+        .route("/api/v1/nodes/heartbeat", post(nodes::heartbeat))
+        .fallback(fallback)
+        .with_state(state)
+}

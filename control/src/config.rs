@@ -1,0 +1,61 @@
+//! The control service's configuration: TOML file, then `MERIDIAN_CONTROL_*` env, then flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Registry database and artifacts.
+    pub data_dir: PathBuf,
+    /// Largest artifact a push may upload.
+    pub max_artifact_bytes: usize,
+    /// A node that has not reported for this long is shown as `down`.
+    pub node_down_after_secs: u64,
+    /// Longest a node's catalog long-poll is held open.
+    pub catalog_wait_max_ms: u64,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: PathBuf::from("/var/lib/meridian/control"),
+            max_artifact_bytes: 512 << 20,
+            node_down_after_secs: 15,
+            catalog_wait_max_ms: 25_000,
+        }
+    }
+}
+
+impl ControlConfig {
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Every problem at once.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir must be set".to_string());
+        }
+        if self.max_artifact_bytes < 1024 {
+            problems.push("max_artifact_bytes must be at least 1024".to_string());
+        }
+        if self.node_down_after_secs == 0 {
+            problems.push("node_down_after_secs must be positive".to_string());
+        }
+        if !(100..=120_000).contains(&self.catalog_wait_max_ms) {
+            problems.push("catalog_wait_max_ms must be between 100 and 120000".to_string());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The registry's state changes. Each change is one sled transaction over the `versions` and
+//! `catalog` trees, so a crash leaves either the old state or the new one. Changes are
+//! serialised by a mutex: pushes and deploys are rare, and versions must be monotonic.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use meridian_gossip::{Catalog, CatalogEntry};
+use meridian_models::digest::sha256_hex;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::artifacts::ArtifactStore;
+use super::record::{ModelRecord, Status};
+use super::validate::validate_push;
+use super::RegistryError;
+
+const CATALOG_KEY: &[u8] = b"catalog";
+
+/// Deploy history of one model, oldest first: what `rollback` walks back through.
+fn history_key(name: &str) -> Vec<u8> {
+    format!("history/{name}").into_bytes()
+}
+
+fn version_key(name: &str, version: u32) -> Vec<u8> {
+    let mut key = name.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn name_prefix(name: &str) -> Vec<u8> {
+    let mut key = name.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// What a push carries besides the artifact bytes.
+#[derive(Debug, Clone)]
+pub struct PushRequest<'a> {
+    pub name: &'a str,
+    pub spec: &'a str,
+    pub artifact: &'a [u8],
+    pub pushed_by: &'a str,
+    pub created_at: String,
+}
+
+pub struct Registry {
+    db: sled::Db,
+    versions: sled::Tree,
+    catalog: sled::Tree,
+    artifacts: ArtifactStore,
+    write_lock: Mutex<()>,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<RegistryError>>;
+
+fn abort<T>(e: RegistryError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn unwrap_tx<T>(r: Result<T, TransactionError<RegistryError>>) -> Result<T, RegistryError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        Some(v) => serde_json::from_slice(&v).map(Some).or_else(|e| abort(e.into())),
+        None => Ok(None),
+    }
+}
+
+fn write_json<T: serde::Serialize>(tree: &TransactionalTree, key: &[u8], value: &T) -> TxResult<()> {
+    let bytes = serde_json::to_vec(value).or_else(|e| abort(e.into()))?;
+    tree.insert(key, bytes)?;
+    Ok(())
+}
+
+impl Registry {
+    pub fn open(dir: &Path) -> Result<Self, RegistryError> {
+        let db = sled::open(dir.join("registry.sled"))?;
+        Ok(Self {
+            versions: db.open_tree("versions")?,
+            catalog: db.open_tree("catalog")?,
+            artifacts: ArtifactStore::open(&dir.join("artifacts"))?,
+            db,
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.artifacts
+    }
+
+    pub fn catalog(&self) -> Result<Catalog, RegistryError> {
+        match self.catalog.get(CATALOG_KEY)? {
+            Some(v) => Ok(serde_json::from_slice(&v)?),
+            None => Ok(Catalog::default()),
+        }
+    }
+
+    /// Every version of `name`, oldest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<ModelRecord>, RegistryError> {
+        self.versions
+            .scan_prefix(name_prefix(name))
+            .values()
+            .map(|v| Ok(serde_json::from_slice(&v?)?))
+            .collect()
+    }
+
+    pub fn version(&self, name: &str, version: u32) -> Result<ModelRecord, RegistryError> {
+        match self.versions.get(version_key(name, version))? {
+            Some(v) => Ok(serde_json::from_slice(&v)?),
+            None => Err(self.not_found(name, Some(version))),
+        }
+    }
+
+    /// Latest record of every model name.
+    pub fn models(&self) -> Result<Vec<Vec<ModelRecord>>, RegistryError> {
+        let mut out: Vec<Vec<ModelRecord>> = Vec::new();
+        for v in self.versions.iter().values() {
+            let record: ModelRecord = serde_json::from_slice(&v?)?;
+            match out.last_mut() {
+                Some(group) if group[0].name == record.name => group.push(record),
+                _ => out.push(vec![record]),
+            }
+        }
+        Ok(out)
+    }
+
+    fn not_found(&self, name: &str, version: Option<u32>) -> RegistryError {
+        let known = self.versions.scan_prefix(name_prefix(name)).next().is_some();
+        match (known, version) {
+            (false, _) => RegistryError::NotFound(format!("no model named {name:?}")),
+            (true, Some(v)) => RegistryError::NotFound(format!("model {name:?} has no version {v}")),
+            (true, None) => RegistryError::NotFound(format!("model {name:?} has no such version")),
+        }
+    }
+
+    /// Validate and store a new version (status `staged`). Nothing is written unless the
+    /// artifact loads, fits its spec and runs.
+    pub fn push(&self, req: PushRequest<'_>) -> Result<ModelRecord, RegistryError> {
+        let validated = validate_push(req.name, req.spec, req.artifact)?;
+        let digest = sha256_hex(req.artifact);
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let version = self.versions(req.name)?.last().map_or(1, |r| r.version + 1);
+        self.artifacts.put(&digest, req.artifact)?;
+        let accuracy = validated.spec.metrics.get("accuracy").copied();
+        let record = ModelRecord {
+            id: self.db.generate_id()?,
+            name: req.name.to_string(),
+            version,
+            digest,
+            format: "onnx".to_string(),
+            status: Status::Staged,
+            accuracy,
+            signature: validated.signature,
+            spec: validated.spec,
+            size_bytes: req.artifact.len() as u64,
+            created_at: req.created_at,
+            pushed_by: req.pushed_by.to_string(),
+        };
+        self.versions.insert(version_key(req.name, version), serde_json::to_vec(&record)?)?;
+        self.versions.flush()?;
+        Ok(record)
+    }
+
+    /// Make `version` (default: the latest non-archived) live; the live one becomes `previous`.
+    pub fn deploy(&self, name: &str, version: Option<u32>) -> Result<Catalog, RegistryError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let version = match version {
+            Some(v) => v,
+            None => self
+                .versions(name)?
+                .iter()
+                .rev()
+                .find(|r| r.status != Status::Archived)
+                .map(|r| r.version)
+                .ok_or_else(|| self.not_found(name, None))?,
+        };
+        let record = self.version(name, version)?;
+        if record.status == Status::Archived {
+            return Err(RegistryError::Conflict(format!(
+                "version {version} of {name:?} is archived and cannot be deployed"
+            )));
+        }
+        self.change(name, |history| {
+            if history.last() != Some(&version) {
+                history.push(version);
+            }
+            Ok(())
+        })
+    }
+
+    /// Make the version deployed before the live one live again.
+    pub fn rollback(&self, name: &str) -> Result<Catalog, RegistryError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.change(name, |history| {
+            if history.len() < 2 {
+                return Err(RegistryError::Conflict(format!(
+                    "model {name:?} has no earlier deployed version to roll back to"
+                )));
+            }
+            history.pop();
+            Ok(())
+        })
+    }
+
+    /// Retire a version that is not live.
+    pub fn archive(&self, name: &str, version: u32) -> Result<Catalog, RegistryError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let record = self.version(name, version)?;
+        let live = self.catalog()?.models.get(name).map(|e| e.live.version);
+        if live == Some(version) {
+            return Err(RegistryError::Conflict(format!(
+                "version {version} of {name:?} is live; deploy or roll back to another version first"
+            )));
+        }
+        if record.status == Status::Archived {
+            return self.catalog();
+        }
+        self.change(name, |history| {
+            history.retain(|v| *v != version);
+            Ok(())
+        })?;
+        let key = version_key(name, version);
+        let archived = ModelRecord { status: Status::Archived, ..record };
+        self.versions.insert(key, serde_json::to_vec(&archived)?)?;
+        self.versions.flush()?;
+        self.catalog()
+    }
+
+    /// Apply `edit` to the deploy history of `name`, then rewrite the catalog entry and the
+    /// statuses from the new history, bumping the epoch when the catalog changed. One sled
+    /// transaction. Callers hold the write lock.
+    fn change(
+        &self,
+        name: &str,
+        edit: impl Fn(&mut Vec<u32>) -> Result<(), RegistryError>,
+    ) -> Result<Catalog, RegistryError> {
+        let result = (&self.versions, &self.catalog).transaction(|(versions, catalog_tree)| {
+            let mut history: Vec<u32> = read_json(catalog_tree, &history_key(name))?.unwrap_or_default();
+            let before_live = history.last().copied();
+            if let Err(e) = edit(&mut history) {
+                return abort(e);
+            }
+            let mut catalog: Catalog = read_json(catalog_tree, CATALOG_KEY)?.unwrap_or_default();
+            let load = |v: u32| -> TxResult<ModelRecord> {
+                match read_json(versions, &version_key(name, v))? {
+                    Some(r) => Ok(r),
+                    None => abort(RegistryError::Storage(format!("history names missing version {v} of {name}"))),
+                }
+            };
+            let entry = match history.as_slice() {
+                [] => None,
+                [.., live] => {
+                    let previous = match history.len() {
+                        n if n >= 2 => Some(load(history[n - 2])?.manifest()),
+                        _ => None,
+                    };
+                    Some(CatalogEntry { live: load(*live)?.manifest(), previous })
+                }
+            };
+            let new_live = history.last().copied();
+            if before_live != new_live {
+                for (v, status) in [(before_live, Status::Staged), (new_live, Status::Deployed)] {
+                    if let Some(v) = v {
+                        let record = ModelRecord { status, ..load(v)? };
+                        write_json(versions, &version_key(name, v), &record)?;
+                    }
+                }
+            }
+            if catalog.models.get(name) != entry.as_ref() {
+                match entry {
+                    Some(e) => catalog.models.insert(name.to_string(), e),
+                    None => catalog.models.remove(name),
+                };
+                catalog.epoch += 1;
+                write_json(catalog_tree, CATALOG_KEY, &catalog)?;
+            }
+            write_json(catalog_tree, &history_key(name), &history)?;
+            Ok(catalog)
+        });
+        let catalog = unwrap_tx(result)?;
+        self.db.flush()?;
+        Ok(catalog)
+    }
+}

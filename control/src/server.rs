@@ -1,0 +1,64 @@
+//! Starting and stopping the control service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{router, ControlState};
+use crate::config::ControlConfig;
+use crate::directory::Directory;
+use crate::registry::{Registry, RegistryError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Config(Vec<String>),
+    #[error("cannot open the registry in {path}: {source}")]
+    Registry { path: String, source: RegistryError },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running control service.
+pub struct ControlHandle {
+    pub addr: SocketAddr,
+    pub task: JoinHandle<Result<(), ControlError>>,
+}
+
+impl ControlHandle {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Open the registry, bind and serve until `shutdown` is cancelled; in-flight requests finish.
+pub async fn spawn(config: ControlConfig, shutdown: CancellationToken) -> Result<ControlHandle, ControlError> {
+    config.validate().map_err(ControlError::Config)?;
+    let registry = Registry::open(&config.data_dir)
+        .map_err(|source| ControlError::Registry { path: config.data_dir.display().to_string(), source })?;
+    let catalog = registry
+        .catalog()
+        .map_err(|source| ControlError::Registry { path: config.data_dir.display().to_string(), source })?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ControlError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(ControlError::Serve)?;
+    let (catalog_tx, _) = watch::channel(catalog);
+    let state = Arc::new(ControlState { config, registry, catalog: catalog_tx, directory: Directory::default(),
+        shutdown: shutdown.clone(),
+    });
+    let app = router(state);
+    tracing::info!(%addr, "control listening");
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(ControlError::Serve)
+    });
+    Ok(ControlHandle { addr, task })
+}

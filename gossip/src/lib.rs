@@ -1,0 +1,17 @@
+//! meridian-gossip: the state every node shares, and (in the mesh issue) how it spreads.
+//!
+//! Owns today, no I/O:
+//! - [`catalog`]: the desired state published by control: which version of each model is
+//!   live, the previous one kept for instant rollback, an epoch that orders catalogs and a
+//!   digest that tells two nodes whether they agree.
+//! - [`node_info`]: what a node reports about itself (region, address, models loaded).
+//!
+//! Will own (mesh issue): SWIM membership with foca as a sans-IO core driven by `now`, inputs
+//! and an RNG, custom broadcasts of catalog/experiment changes, anti-entropy pulls, and the
+//! QUIC driver behind a cargo feature. Until then nodes poll control for the catalog.
+
+pub mod catalog;
+pub mod node_info;
+
+pub use catalog::{Catalog, CatalogEntry};
+pub use node_info::{LoadedModel, NodeInfo};

@@ -1,0 +1,29 @@
+//! What a node says about itself: to control today (heartbeats), to its peers once the mesh
+//! gossips it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub region: String,
+    /// Base URL of the node's HTTP front end, e.g. `http://127.0.0.1:8081`.
+    pub http_url: String,
+    /// Epoch of the catalog the node serves.
+    pub catalog_epoch: u64,
+    /// Whether every live model of that catalog is loaded and warm.
+    pub ready: bool,
+    pub models: Vec<LoadedModel>,
+    /// Requests in the node's model queues when the report was made.
+    pub queued: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadedModel {
+    pub name: String,
+    pub version: u32,
+    /// Which runtime serves it (`tract-cpu`, ...).
+    pub runtime: String,
+    /// Whether this version answers requests without a version pinned.
+    pub live: bool,
+}

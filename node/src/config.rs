@@ -1,0 +1,110 @@
+//! The node's configuration: TOML file, then `MERIDIAN_NODE_*` env, then flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Unique name of this node in the mesh; answers carry it as `served_by`.
+    pub id: String,
+    pub region: String,
+    /// Address of the HTTP front end.
+    pub listen: SocketAddr,
+    /// URL clients and peers use to reach this node; `http://<bound address>` when absent.
+    pub advertise_url: Option<String>,
+    /// Control's base URL; without it the node serves its persisted catalog only.
+    pub control_url: Option<String>,
+    /// Persisted catalog and artifacts.
+    pub data_dir: PathBuf,
+    /// Largest request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Most rows in one predict or infer request; more get 413.
+    pub max_rows_per_request: usize,
+    /// Requests waiting per model version; when full, new ones get 429 at once.
+    pub queue_capacity: usize,
+    /// Worker threads per loaded model version.
+    pub workers_per_model: usize,
+    /// A worker runs up to this many queued rows as one batch.
+    pub max_batch_rows: usize,
+    /// A request not answered within this gets 503.
+    pub request_timeout_ms: u64,
+    /// How long one catalog long-poll to control waits.
+    pub catalog_wait_ms: u64,
+    /// Interval of reports to control.
+    pub heartbeat_ms: u64,
+    /// Largest artifact the node downloads.
+    pub max_artifact_bytes: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: "node-1".to_string(),
+            region: "local".to_string(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            advertise_url: None,
+            control_url: None,
+            data_dir: PathBuf::from("/var/lib/meridian/node"),
+            max_body_bytes: 4 << 20,
+            max_rows_per_request: 10_000,
+            queue_capacity: 256,
+            workers_per_model: 1,
+            max_batch_rows: 1024,
+            request_timeout_ms: 5_000,
+            catalog_wait_ms: 20_000,
+            heartbeat_ms: 5_000,
+            max_artifact_bytes: 1 << 30,
+        }
+    }
+}
+
+impl NodeConfig {
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Every problem at once.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut p = Vec::new();
+        let name_ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok(&self.id) {
+            p.push(format!("id {:?} must be non-empty letters, digits, '-', '_' or '.'", self.id));
+        }
+        if !name_ok(&self.region) {
+            p.push(format!("region {:?} must be non-empty letters, digits, '-', '_' or '.'", self.region));
+        }
+        if let Some(url) = &self.control_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                p.push(format!("control_url {url:?} must start with http:// or https://"));
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            p.push("data_dir must be set".to_string());
+        }
+        for (name, value) in [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_rows_per_request", self.max_rows_per_request),
+            ("queue_capacity", self.queue_capacity),
+            ("workers_per_model", self.workers_per_model),
+            ("max_batch_rows", self.max_batch_rows),
+        ] {
+            if value == 0 {
+                p.push(format!("{name} must be positive"));
+            }
+        }
+        if self.workers_per_model > 64 {
+            p.push("workers_per_model must be at most 64".to_string());
+        }
+        if self.request_timeout_ms == 0 || self.heartbeat_ms == 0 {
+            p.push("request_timeout_ms and heartbeat_ms must be positive".to_string());
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! A model version loaded into a runtime, warmed up, with its worker pool.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use meridian_models::runtime::tract::TractRuntime;
+use meridian_models::{InputBatch, ModelError, ModelManifest, Runtime};
+
+use super::worker::{PoolConfig, WorkerPool};
+
+pub struct LoadedModel {
+    pub manifest: ModelManifest,
+    pub runtime_name: String,
+    /// Feature name → input column, from the spec.
+    pub columns: HashMap<String, usize>,
+    pub pool: WorkerPool,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoadedModel({} v{})", self.manifest.name, self.manifest.version)
+    }
+}
+
+impl LoadedModel {
+    /// Load `onnx` (already verified against `manifest.digest`), run one warm-up row, start
+    /// the workers. Blocking and CPU-heavy: call it off the async executor.
+    pub fn load(manifest: ModelManifest, onnx: &[u8], pool: PoolConfig) -> Result<Self, ModelError> {
+        let runtime = TractRuntime::load(onnx)?;
+        if runtime.signature() != &manifest.signature {
+            return Err(ModelError::Signature(format!(
+                "the artifact's signature differs from the catalog's for {} v{}",
+                manifest.name, manifest.version
+            )));
+        }
+        let width = manifest.spec.features.len();
+        runtime.run(&InputBatch::new(1, width, vec![0.0; width])?)?;
+        let runtime: Arc<dyn Runtime> = Arc::new(runtime);
+        let label = format!("{}-v{}", manifest.name, manifest.version);
+        let pool = WorkerPool::start(&label, runtime.clone(), pool)
+            .map_err(|e| ModelError::Run(format!("cannot start worker threads: {e}")))?;
+        let columns = manifest.spec.features.iter().enumerate().map(|(i, f)| (f.clone(), i)).collect();
+        Ok(Self { runtime_name: runtime.name().to_string(), manifest, columns, pool })
+    }
+
+    pub fn width(&self) -> usize {
+        self.manifest.spec.features.len()
+    }
+
+    pub fn is(&self, other: &ModelManifest) -> bool {
+        self.manifest.name == other.name && self.manifest.version == other.version && self.manifest.digest == other.digest
+    }
+}

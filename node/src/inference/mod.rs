@@ -1,0 +1,13 @@
+//! Loaded models and the path a batch takes through them. Worker threads do the compute.
+//!
+//! - [`worker`]: a bounded queue per model version and the threads that drain it in batches.
+//! - [`loaded`]: a model version loaded, warmed up and ready to take rows.
+//! - [`table`]: which loaded version answers for each model name; swapped atomically.
+
+pub mod loaded;
+pub mod table;
+pub mod worker;
+
+pub use loaded::LoadedModel;
+pub use table::ServingTable;
+pub use worker::{SubmitError, WorkerPool};

@@ -1,0 +1,212 @@
+//! Worker threads behind a bounded queue. A worker takes the oldest job, adds whatever else is
+//! already waiting (up to `max_batch_rows` rows, without waiting for more), runs them as one
+//! batch and hands each job its rows. When the queue is full a submit fails at once: the
+//! caller answers 429 rather than queueing without bound.
+
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use meridian_models::{InputBatch, ModelError, OutputBatch, Runtime};
+use tokio::sync::oneshot;
+
+pub type JobResult = Result<OutputBatch, ModelError>;
+
+struct Job {
+    input: InputBatch,
+    reply: oneshot::Sender<JobResult>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("the model's queue is full ({0} requests waiting)")]
+    QueueFull(usize),
+    #[error("the model is being unloaded")]
+    Closed,
+}
+
+/// The queue and threads of one loaded model version. Dropping it closes the queue; the
+/// workers finish what is queued and exit.
+pub struct WorkerPool {
+    tx: Sender<Job>,
+    capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    pub workers: usize,
+    pub queue_capacity: usize,
+    pub max_batch_rows: usize,
+}
+
+impl WorkerPool {
+    pub fn start(label: &str, runtime: Arc<dyn Runtime>, config: PoolConfig) -> std::io::Result<Self> {
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
+        for i in 0..config.workers {
+            let rx = rx.clone();
+            let runtime = runtime.clone();
+            let max_rows = config.max_batch_rows;
+            std::thread::Builder::new()
+                .name(format!("model-{label}-{i}"))
+                .spawn(move || work(&rx, runtime.as_ref(), max_rows))?;
+        }
+        Ok(Self { tx, capacity: config.queue_capacity })
+    }
+
+    /// Queue `input`; the receiver gets the rows' outputs.
+    pub fn submit(&self, input: InputBatch) -> Result<oneshot::Receiver<JobResult>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Job { input, reply }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(SubmitError::QueueFull(self.capacity)),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Jobs waiting (not counting those being run).
+    pub fn depth(&self) -> usize {
+        self.tx.len()
+    }
+}
+
+fn work(rx: &Receiver<Job>, runtime: &dyn Runtime, max_rows: usize) {
+    let mut jobs = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut rows = first.input.rows;
+        jobs.push(first);
+        while rows < max_rows {
+            match rx.try_recv() {
+                Ok(job) => {
+                    rows += job.input.rows;
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        run_jobs(runtime, &mut jobs);
+    }
+}
+
+fn run_jobs(runtime: &dyn Runtime, jobs: &mut Vec<Job>) {
+    // Jobs whose caller gave up (timeout, disconnect) are not run.
+    jobs.retain(|j| !j.reply.is_closed());
+    if let [job] = jobs.as_slice() {
+        let result = runtime.run(&job.input);
+        if let Some(job) = jobs.pop() {
+            let _ = job.reply.send(result);
+        }
+        return;
+    }
+    if jobs.is_empty() {
+        return;
+    }
+    let width = jobs[0].input.width;
+    if jobs.iter().any(|j| j.input.width != width) {
+        for job in jobs.drain(..) {
+            let result = runtime.run(&job.input);
+            let _ = job.reply.send(result);
+        }
+        return;
+    }
+    let rows: usize = jobs.iter().map(|j| j.input.rows).sum();
+    let mut values = Vec::with_capacity(rows * width);
+    for job in jobs.iter() {
+        values.extend_from_slice(&job.input.values);
+    }
+    let batch = InputBatch { rows, width, values };
+    match runtime.run(&batch) {
+        Ok(out) => {
+            let mut start = 0;
+            for job in jobs.drain(..) {
+                let end = start + job.input.rows;
+                let _ = job.reply.send(Ok(out.slice_rows(start, end)));
+                start = end;
+            }
+        }
+        // A failed batch is retried job by job so one bad job cannot fail its neighbours.
+        Err(_) => {
+            for job in jobs.drain(..) {
+                let result = runtime.run(&job.input);
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_models::{DType, OutputTensor, Signature, TensorData, TensorInfo};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Doubles its input; blocks while `gate` is held so tests control when batches run.
+    struct Doubler {
+        signature: Signature,
+        gate: Arc<Mutex<()>>,
+        entered: std::sync::atomic::AtomicUsize,
+        batches: Mutex<Vec<usize>>,
+    }
+
+    impl Runtime for Doubler {
+        fn name(&self) -> &str {
+            "doubler"
+        }
+        fn signature(&self) -> &Signature {
+            &self.signature
+        }
+        fn run(&self, input: &InputBatch) -> Result<OutputBatch, ModelError> {
+            self.entered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _g = self.gate.lock().unwrap();
+            self.batches.lock().unwrap().push(input.rows);
+            Ok(OutputBatch {
+                rows: input.rows,
+                tensors: vec![OutputTensor {
+                    name: "y".into(),
+                    shape: vec![input.rows, input.width],
+                    data: TensorData::F32(input.values.iter().map(|v| v * 2.0).collect()),
+                }],
+            })
+        }
+    }
+
+    fn doubler(gate: Arc<Mutex<()>>) -> Arc<Doubler> {
+        let t = TensorInfo { name: "x".into(), dtype: DType::Fp32, shape: vec![None, Some(1)] };
+        Arc::new(Doubler {
+            signature: Signature { inputs: vec![t.clone()], outputs: vec![t] },
+            gate,
+            entered: Default::default(),
+            batches: Mutex::new(vec![]),
+        })
+    }
+
+    #[tokio::test]
+    async fn full_queue_refuses_at_once_and_queued_jobs_are_batched_and_answered_in_order() {
+        let gate = Arc::new(Mutex::new(()));
+        let runtime = doubler(gate.clone());
+        let pool = WorkerPool::start(
+            "t",
+            runtime.clone(),
+            PoolConfig { workers: 1, queue_capacity: 3, max_batch_rows: 100 },
+        )
+        .unwrap();
+        let held = gate.lock().unwrap();
+        // The worker takes the first job and blocks on the gate; three more fill the queue.
+        let first = pool.submit(InputBatch::new(1, 1, vec![1.0]).unwrap()).unwrap();
+        while runtime.entered.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let queued: Vec<_> = (0..3)
+            .map(|i| pool.submit(InputBatch::new(2, 1, vec![i as f32, 10.0 + i as f32]).unwrap()).unwrap())
+            .collect();
+        assert_eq!(pool.submit(InputBatch::new(1, 1, vec![9.0]).unwrap()).unwrap_err(), SubmitError::QueueFull(3));
+        drop(held);
+        assert_eq!(first.await.unwrap().unwrap().tensors[0].data, TensorData::F32(vec![2.0]));
+        for (i, rx) in queued.into_iter().enumerate() {
+            let out = rx.await.unwrap().unwrap();
+            assert_eq!(out.rows, 2);
+            assert_eq!(out.tensors[0].data, TensorData::F32(vec![2.0 * i as f32, 20.0 + 2.0 * i as f32]));
+        }
+        // The three queued jobs ran as one batch of six rows.
+        assert_eq!(*runtime.batches.lock().unwrap(), vec![1, 6]);
+    }
+}

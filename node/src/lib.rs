@@ -1,0 +1,21 @@
+//! meridian-node: the serving daemon.
+//!
+//! - [`config`]: the node's typed configuration.
+//! - [`inference`]: loaded models, their worker threads and bounded queues, the serving table
+//!   that says which version answers; models run on worker threads, never on the executor.
+//! - [`serve`]: the HTTP/1.1 + HTTP/2 front end (seed API, Open Inference Protocol / KServe V2,
+//!   health, metrics) over one request path; errors mapped to status codes in one place.
+//! - [`sync`]: following control's catalog, fetching artifacts by digest, persisting the last
+//!   good catalog so a restart serves with control down; heartbeats to control.
+//! - [`telemetry`]: Prometheus metrics, defined once.
+//! - [`node`]: `spawn(config, shutdown)`: start everything, stop everything.
+
+pub mod config;
+pub mod inference;
+pub mod node;
+pub mod serve;
+pub mod sync;
+pub mod telemetry;
+
+pub use config::NodeConfig;
+pub use node::{spawn, NodeError, NodeHandle, NodeState};

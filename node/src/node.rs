@@ -1,0 +1,91 @@
+//! The node's shared state and its one start/stop path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::NodeConfig;
+use crate::inference::ServingTable;
+use crate::sync::store::LocalStore;
+use crate::telemetry::Metrics;
+
+pub struct NodeState {
+    pub config: NodeConfig,
+    /// The URL this node is reached at.
+    pub url: String,
+    pub table: ArcSwap<ServingTable>,
+    pub metrics: Metrics,
+    pub store: LocalStore,
+    pub shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeState({})", self.config.id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Config(Vec<String>),
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running node.
+pub struct NodeHandle {
+    pub addr: SocketAddr,
+    pub state: Arc<NodeState>,
+    /// Ends when the node has stopped (front end drained, background tasks ended).
+    pub task: JoinHandle<Result<(), NodeError>>,
+}
+
+impl NodeHandle {
+    pub fn url(&self) -> String {
+        self.state.url.clone()
+    }
+}
+
+/// Start a node: bind the front end, load the persisted catalog, follow control, report to it.
+/// Everything stops when `shutdown` is cancelled: the listener stops accepting, in-flight
+/// requests finish, the background tasks end.
+pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<NodeHandle, NodeError> {
+    config.validate().map_err(NodeError::Config)?;
+    let store = LocalStore::open(&config.data_dir)
+        .map_err(|source| NodeError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(NodeError::Serve)?;
+    let url = config.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let state = Arc::new(NodeState {
+        config,
+        url,
+        table: ArcSwap::from_pointee(ServingTable::default()),
+        metrics: Metrics::default(),
+        store,
+        shutdown: shutdown.clone(),
+    });
+    let app = crate::serve::router(state.clone());
+    let sync = tokio::spawn(crate::sync::follow(state.clone()));
+    let heartbeat = tokio::spawn(crate::sync::heartbeat(state.clone()));
+    tracing::info!(node = %state.config.id, region = %state.config.region, %addr, "node listening");
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(NodeError::Serve);
+        let _ = sync.await;
+        let _ = heartbeat.await;
+        served
+    });
+    Ok(NodeHandle { addr, state, task })
+}

@@ -1,0 +1,106 @@
+//! The one mapping from failures to HTTP answers: a status and `{"error": "..."}` (both the
+//! seed API and the Open Inference Protocol use that body), plus `Retry-After` on overload.
+
+use axum::extract::rejection::BytesRejection;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use meridian_models::ModelError;
+
+use crate::inference::table::Resolved;
+use crate::inference::SubmitError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), retry_after: None }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message) }
+    }
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+    }
+
+    /// An error for a model name/version that did not resolve to a loaded model.
+    pub fn unresolved(model: &str, version: Option<u32>, resolved: Resolved) -> Self {
+        match resolved {
+            Resolved::Model(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "resolved model reported as error"),
+            Resolved::NoCatalog => Self::unavailable("this node has not received a catalog yet"),
+            Resolved::NotLoaded(reason) => {
+                Self::unavailable(format!("model {model:?} is deployed but not loaded on this node yet ({reason})"))
+            }
+            Resolved::UnknownModel => Self::not_found(format!("unknown model {model:?}")),
+            Resolved::UnknownVersion { live } => Self::not_found(format!(
+                "model {model:?} has no version {} on this node (live version: {live})",
+                version.unwrap_or_default()
+            )),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::QueueFull(_) => Self {
+                retry_after: Some(1),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, format!("overloaded: {e}; retry later"))
+            },
+            SubmitError::Closed => Self::unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Input(_) => Self::bad_request(e.to_string()),
+            _ => {
+                tracing::error!(error = %e, "inference failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::too_large("the request body is larger than this node's max_body_bytes")
+        } else {
+            Self::new(status, format!("cannot read the request body: {}", e.body_text()))
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Parse a JSON body into `T`, with the parser's line and column in the error.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty; expected a JSON object"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}

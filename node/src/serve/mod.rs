@@ -1,0 +1,51 @@
+//! The HTTP/1.1 + HTTP/2 front end (axum). One handler per route; the request path they share
+//! lives in [`path`]; every error becomes a status and a JSON body in [`error`].
+//!
+//! - [`seed`]: `POST /api/v1/models/{model}/predict` (one row or many).
+//! - [`v2`], [`v2_binary`]: the Open Inference Protocol (KServe V2) REST API with the binary
+//!   tensor data extension.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+
+pub mod error;
+pub mod health;
+pub mod path;
+pub mod seed;
+pub mod v2;
+pub mod v2_binary;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::node::NodeState;
+use error::ApiError;
+
+pub type AppState = Arc<NodeState>;
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/api/v1/models/{model}/predict", post(seed::predict))
+        .route("/api/v1/node", get(health::node))
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{model}", get(v2::model_metadata))
+        .route("/v2/models/{model}/ready", get(v2::model_ready))
+        .route("/v2/models/{model}/infer", post(v2::infer))
+        .route("/v2/models/{model}/versions/{version}", get(v2::model_metadata_version))
+        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_ready_version))
+        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer_version))
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

@@ -1,0 +1,88 @@
+//! Adopting a catalog: every manifest it names is made available (reused if loaded, read from
+//! disk, or fetched from control and verified), loaded and warmed up off the executor; then the
+//! new serving table replaces the old one in one atomic swap. A model that cannot be loaded
+//! keeps its old versions serving and is listed as missing, so the next poll retries it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use meridian_gossip::Catalog;
+use meridian_models::ModelManifest;
+
+use super::control::ControlClient;
+use crate::inference::table::Slot;
+use crate::inference::worker::PoolConfig;
+use crate::inference::{LoadedModel, ServingTable};
+use crate::node::NodeState;
+
+async fn obtain(
+    state: &NodeState,
+    manifest: &ModelManifest,
+    client: Option<&ControlClient>,
+) -> Result<Arc<LoadedModel>, String> {
+    if let Some(loaded) = state.table.load().find(manifest) {
+        return Ok(loaded);
+    }
+    let bytes = match state.store.artifact(&manifest.digest) {
+        Some(bytes) => bytes,
+        None => {
+            let client = client.ok_or_else(|| format!("artifact {} is not on disk", manifest.digest))?;
+            let bytes = client.artifact(&manifest.digest).await.map_err(|e| e.to_string())?;
+            state.store.put_artifact(&manifest.digest, &bytes).map_err(|e| e.to_string())?;
+            bytes
+        }
+    };
+    let pool = PoolConfig {
+        workers: state.config.workers_per_model,
+        queue_capacity: state.config.queue_capacity,
+        max_batch_rows: state.config.max_batch_rows,
+    };
+    let manifest = manifest.clone();
+    let loaded = tokio::task::spawn_blocking(move || LoadedModel::load(manifest, &bytes, pool))
+        .await
+        .map_err(|e| format!("loader task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(loaded))
+}
+
+pub async fn adopt(state: &NodeState, catalog: Catalog, client: Option<&ControlClient>) {
+    let old = state.table.load_full();
+    let mut models = BTreeMap::new();
+    let mut missing = BTreeMap::new();
+    for (name, entry) in &catalog.models {
+        let live = match obtain(state, &entry.live, client).await {
+            Ok(m) => m,
+            Err(reason) => {
+                tracing::warn!(model = %name, version = entry.live.version, %reason, "cannot load");
+                missing.insert(name.clone(), reason);
+                if let Some(slot) = old.models.get(name) {
+                    models.insert(name.clone(), slot.clone());
+                }
+                continue;
+            }
+        };
+        // The previous version only speeds up a rollback: failing to load it is not fatal.
+        let previous = match &entry.previous {
+            Some(p) => obtain(state, p, client)
+                .await
+                .inspect_err(|reason| tracing::warn!(model = %name, version = p.version, %reason, "cannot load previous version"))
+                .ok(),
+            None => None,
+        };
+        models.insert(name.clone(), Slot { live, previous });
+    }
+    let complete = missing.is_empty();
+    let epoch = catalog.epoch;
+    let table = ServingTable { catalog: Arc::new(catalog), models, has_catalog: true, missing };
+    let loaded = table.loaded().count();
+    if complete {
+        if let Err(e) = state.store.save_catalog(&table.catalog) {
+            tracing::error!(error = %e, "cannot persist the catalog");
+        }
+        state.store.prune(&table.catalog.artifact_digests());
+    }
+    state.table.store(Arc::new(table));
+    state.metrics.catalog_epoch.set(epoch as i64);
+    state.metrics.models_loaded.set(loaded as i64);
+    tracing::info!(epoch, loaded, complete, "catalog adopted");
+}

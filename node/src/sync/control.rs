@@ -1,0 +1,96 @@
+//! The node's client for control: catalog long-poll, artifacts, heartbeats. Every call has a
+//! timeout.
+
+use std::time::Duration;
+
+use meridian_gossip::{Catalog, NodeInfo};
+use meridian_models::digest::sha256_hex;
+
+use crate::config::NodeConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control unreachable: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("control answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("artifact {digest} is larger than max_artifact_bytes ({limit})")]
+    TooLarge { digest: String, limit: u64 },
+    #[error("artifact {expected} arrived with digest {actual}")]
+    DigestMismatch { expected: String, actual: String },
+}
+
+pub struct ControlClient {
+    base: String,
+    http: reqwest::Client,
+    max_artifact_bytes: u64,
+}
+
+impl ControlClient {
+    pub fn new(base: &str, config: &NodeConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        Self { base: base.trim_end_matches('/').to_string(), http, max_artifact_bytes: config.max_artifact_bytes }
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ControlError> {
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        Err(ControlError::Status { status, body })
+    }
+
+    /// The catalog, once its epoch is above `after` or `wait_ms` passed.
+    pub async fn catalog(&self, after: u64, wait_ms: u64) -> Result<Catalog, ControlError> {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/catalog", self.base))
+            .query(&[("after_epoch", after), ("wait_ms", wait_ms)])
+            .timeout(Duration::from_millis(wait_ms + 5_000))
+            .send()
+            .await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    /// The artifact with `digest`, verified.
+    pub async fn artifact(&self, digest: &str) -> Result<Vec<u8>, ControlError> {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/artifacts/{digest}", self.base))
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await?;
+        let mut resp = Self::check(resp).await?;
+        let too_large = || ControlError::TooLarge { digest: digest.to_string(), limit: self.max_artifact_bytes };
+        if resp.content_length().is_some_and(|n| n > self.max_artifact_bytes) {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() as u64 > self.max_artifact_bytes {
+                return Err(too_large());
+            }
+        }
+        let actual = sha256_hex(&bytes);
+        if actual != digest {
+            return Err(ControlError::DigestMismatch { expected: digest.to_string(), actual });
+        }
+        Ok(bytes)
+    }
+
+    pub async fn heartbeat(&self, info: &NodeInfo) -> Result<(), ControlError> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/nodes/heartbeat", self.base))
+            .json(info)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
+        Self::check(resp).await.map(|_| ())
+    }
+}

@@ -1,0 +1,119 @@
+//! Keeping the node's models in step with control's catalog. Network (control's API) and
+//! disk (the local store).
+//!
+//! - [`store`]: the persisted catalog and artifacts under the data directory.
+//! - [`control`]: the client for control's catalog, artifact and heartbeat endpoints.
+//! - [`adopt`]: turning a catalog into a serving table: fetch, verify, load, warm, swap.
+//!
+//! At start the node adopts its persisted catalog (so it serves with control down), then
+//! long-polls control and adopts each newer epoch.
+
+pub mod adopt;
+pub mod control;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_gossip::{LoadedModel as LoadedInfo, NodeInfo};
+
+use crate::node::NodeState;
+use control::ControlClient;
+
+/// Follow the catalog until shutdown.
+pub async fn follow(state: Arc<NodeState>) {
+    match state.store.load_catalog() {
+        Ok(Some(catalog)) => {
+            tracing::info!(epoch = catalog.epoch, "serving the persisted catalog");
+            adopt::adopt(&state, catalog, None).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "the persisted catalog is unreadable; waiting for control"),
+    }
+    let Some(url) = state.config.control_url.clone() else {
+        return;
+    };
+    let client = ControlClient::new(&url, &state.config);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let table = state.table.load();
+        // An incomplete table (a model failed to load) asks again at once, not after a change.
+        let after = if table.ready() { table.catalog.epoch } else { table.catalog.epoch.saturating_sub(1) };
+        let wait = if table.ready() || !table.has_catalog { state.config.catalog_wait_ms } else { 0 };
+        drop(table);
+        let poll = client.catalog(after, wait);
+        let result = tokio::select! {
+            r = poll => r,
+            _ = state.shutdown.cancelled() => return,
+        };
+        match result {
+            Ok(catalog) => {
+                backoff = Duration::from_millis(200);
+                let current = state.table.load();
+                let newer = current.catalog.is_superseded_by(&catalog) || !current.has_catalog || !current.ready();
+                drop(current);
+                if newer {
+                    adopt::adopt(&state, catalog, Some(&client)).await;
+                    if !state.table.load().ready() {
+                        sleep_or_shutdown(&state, backoff).await;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "catalog poll failed");
+                sleep_or_shutdown(&state, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        if state.shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+async fn sleep_or_shutdown(state: &NodeState, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = state.shutdown.cancelled() => {}
+    }
+}
+
+/// What this node reports about itself.
+pub fn node_info(state: &NodeState) -> NodeInfo {
+    let table = state.table.load();
+    NodeInfo {
+        id: state.config.id.clone(),
+        region: state.config.region.clone(),
+        http_url: state.url.clone(),
+        catalog_epoch: table.catalog.epoch,
+        ready: table.ready(),
+        models: table
+            .loaded()
+            .map(|(m, live)| LoadedInfo {
+                name: m.manifest.name.clone(),
+                version: m.manifest.version,
+                runtime: m.runtime_name.clone(),
+                live,
+            })
+            .collect(),
+        queued: table.loaded().map(|(m, _)| m.pool.depth() as u64).sum(),
+    }
+}
+
+/// Report to control every `heartbeat_ms` until shutdown.
+pub async fn heartbeat(state: Arc<NodeState>) {
+    let Some(url) = state.config.control_url.clone() else {
+        return;
+    };
+    let client = ControlClient::new(&url, &state.config);
+    let every = Duration::from_millis(state.config.heartbeat_ms);
+    loop {
+        if let Err(e) = client.heartbeat(&node_info(&state)).await {
+            tracing::debug!(error = %e, "heartbeat failed");
+        }
+        sleep_or_shutdown(&state, every).await;
+        if state.shutdown.is_cancelled() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The node's Prometheus metrics. Names are constants here and in `docs/metrics.md`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub const REQUESTS: &str = "meridian_requests";
+pub const REQUEST_DURATION: &str = "meridian_request_duration_seconds";
+pub const ROWS: &str = "meridian_rows";
+pub const QUEUE_DEPTH: &str = "meridian_queue_depth";
+pub const CATALOG_EPOCH: &str = "meridian_catalog_epoch";
+pub const MODELS_LOADED: &str = "meridian_models_loaded";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub model: String,
+    pub version: String,
+    /// `predict` (seed API) or `v2` (Open Inference Protocol).
+    pub api: String,
+    /// HTTP status code of the answer.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub model: String,
+    pub version: String,
+    pub api: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<LatencyLabels, Histogram>,
+    pub rows: Family<ModelLabels, Counter>,
+    pub queue_depth: Family<ModelLabels, Gauge>,
+    pub catalog_epoch: Gauge,
+    pub models_loaded: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~13 s in ×2 steps.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<LatencyLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let rows = Family::<ModelLabels, Counter>::default();
+        let queue_depth = Family::<ModelLabels, Gauge>::default();
+        let catalog_epoch = Gauge::default();
+        let models_loaded = Gauge::default();
+        registry.register(REQUESTS, "Inference requests answered, by model, version, API and status code", requests.clone());
+        registry.register(REQUEST_DURATION, "Time from request decoded to answer encoded", duration.clone());
+        registry.register(ROWS, "Rows scored", rows.clone());
+        registry.register(QUEUE_DEPTH, "Requests waiting in a model version's queue", queue_depth.clone());
+        registry.register(CATALOG_EPOCH, "Epoch of the catalog this node serves", catalog_epoch.clone());
+        registry.register(MODELS_LOADED, "Model versions loaded (live and previous)", models_loaded.clone());
+        Self { registry, requests, duration, rows, queue_depth, catalog_epoch, models_loaded }
+    }
+}
+
+impl Metrics {
+    /// Record one answered request; `version` is empty when no model was resolved.
+    pub fn observe(&self, model: &str, version: &str, api: &str, code: u16, seconds: f64, rows: usize) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: model.to_string(),
+                version: version.to_string(),
+                api: api.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+        if code == 200 {
+            let labels = LatencyLabels { model: model.to_string(), version: version.to_string(), api: api.to_string() };
+            self.duration.get_or_create(&labels).observe(seconds);
+            self.rows
+                .get_or_create(&ModelLabels { model: model.to_string(), version: version.to_string() })
+                .inc_by(rows as u64);
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use meridian_gossip::NodeInfo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 #[derive(Debug, Default)]
@@ -14,12 +14,12 @@ pub struct Directory {
     nodes: Mutex<BTreeMap<String, (NodeInfo, Instant)>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeStatus {
     #[serde(flatten)]
     pub info: NodeInfo,
     /// `up` or `down` (no report within the configured window).
-    pub state: &'static str,
+    pub state: String,
     pub last_seen_ms_ago: u64,
 }
 
@@ -37,7 +37,7 @@ impl Directory {
                 let ago = now.saturating_duration_since(*seen);
                 NodeStatus {
                     info: info.clone(),
-                    state: if ago > down_after { "down" } else { "up" },
+                    state: if ago > down_after { "down" } else { "up" }.to_string(),
                     last_seen_ms_ago: ago.as_millis() as u64,
                 }
             })

@@ -1,1 +1,62 @@
-//! CLI
+//! The `meridian` command line: run control or a node, drive the registry, predict, look at
+//! nodes, and `up` (a local mesh with the demo models).
+//!
+//! - [`client`]: the control API client the commands share.
+//! - [`models`], [`predict`], [`nodes`]: operator commands; tables for people, `--json` for scripts.
+//! - [`daemons`]: `meridian control` and `meridian node` (config file, env, flags).
+//! - [`up`]: control + three nodes in three regions on loopback.
+
+pub mod client;
+pub mod daemons;
+pub mod models;
+pub mod nodes;
+pub mod output;
+pub mod predict;
+pub mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "meridian", version, about = "meridian: a regional ML inference serving mesh")]
+pub struct Cli {
+    /// Control's base URL.
+    #[arg(long, global = true, env = "MERIDIAN_CONTROL", default_value = "http://127.0.0.1:7070")]
+    pub control: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start control and three nodes in three regions on loopback, with the demo models deployed.
+    Up(up::UpArgs),
+    /// Run the control service.
+    Control(daemons::ControlArgs),
+    /// Run a serving node.
+    Node(daemons::NodeArgs),
+    /// Push, list, show, deploy, roll back and archive models.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Predict with a model on a node.
+    Predict(predict::PredictArgs),
+    /// List the nodes that report to control.
+    Nodes,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = output::Output { json: cli.json };
+    match cli.command {
+        Command::Up(args) => up::run(args).await,
+        Command::Control(args) => daemons::control(args).await,
+        Command::Node(args) => daemons::node(args).await,
+        Command::Models(cmd) => models::run(&client::Client::new(&cli.control)?, cmd, &out).await,
+        Command::Predict(args) => predict::run(args, &out).await,
+        Command::Nodes => nodes::run(&client::Client::new(&cli.control)?, &out).await,
+    }
+}

@@ -1,0 +1,109 @@
+//! The control API client used by the CLI (and by `up`). Errors carry control's message.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use meridian_gossip::Catalog;
+use reqwest::multipart::{Form, Part};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::directory::NodeStatus;
+use crate::registry::ModelRecord;
+
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// Control's error body, or the raw text.
+async fn error_of(resp: reqwest::Response) -> anyhow::Error {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or(text);
+    anyhow::anyhow!("control answered {status}: {message}")
+}
+
+impl Client {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(600))
+            .build()?;
+        Ok(Self { base: base.trim_end_matches('/').to_string(), http })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let resp = req.send().await.with_context(|| format!("cannot reach control at {}", self.base))?;
+        if !resp.status().is_success() {
+            return Err(error_of(resp).await);
+        }
+        Ok(resp.json().await?)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Push an artifact with its spec, showing upload progress on a terminal.
+    pub async fn push(&self, name: &str, spec: String, artifact: Vec<u8>, progress: bool) -> anyhow::Result<ModelRecord> {
+        let len = artifact.len() as u64;
+        let bar = if progress { ProgressBar::new(len) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(format!("pushing {name}"));
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = artifact.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+        let counted = bar.clone();
+        let stream = futures_util::stream::iter(chunks).map(move |chunk| {
+            if let Ok(c) = &chunk {
+                counted.inc(c.len() as u64);
+            }
+            chunk
+        });
+        let body = reqwest::Body::wrap_stream(stream);
+        let part = Part::stream_with_length(body, len).file_name("model.onnx");
+        let user = std::env::var("USER").unwrap_or_else(|_| "cli".to_string());
+        let form = Form::new().text("spec", spec).text("pushed_by", user).part("artifact", part);
+        bar.set_message(format!("validating {name}"));
+        let result = self.send(self.http.post(self.url(&format!("/api/v1/models/{name}/versions"))).multipart(form)).await;
+        bar.finish_and_clear();
+        result
+    }
+
+    pub async fn list(&self) -> anyhow::Result<Vec<Value>> {
+        self.send(self.http.get(self.url("/api/v1/models"))).await
+    }
+
+    pub async fn show(&self, name: &str) -> anyhow::Result<Vec<ModelRecord>> {
+        self.send(self.http.get(self.url(&format!("/api/v1/models/{name}")))).await
+    }
+
+    pub async fn deploy(&self, name: &str, version: Option<u32>) -> anyhow::Result<Catalog> {
+        let body = serde_json::json!({ "version": version });
+        self.send(self.http.post(self.url(&format!("/api/v1/models/{name}/deploy"))).json(&body)).await
+    }
+
+    pub async fn rollback(&self, name: &str) -> anyhow::Result<Catalog> {
+        self.send(self.http.post(self.url(&format!("/api/v1/models/{name}/rollback")))).await
+    }
+
+    pub async fn archive(&self, name: &str, version: u32) -> anyhow::Result<Catalog> {
+        self.send(self.http.post(self.url(&format!("/api/v1/models/{name}/versions/{version}/archive")))).await
+    }
+
+    pub async fn catalog(&self) -> anyhow::Result<Catalog> {
+        self.send(self.http.get(self.url("/api/v1/catalog"))).await
+    }
+
+    pub async fn nodes(&self) -> anyhow::Result<Vec<NodeStatus>> {
+        self.send(self.http.get(self.url("/api/v1/nodes"))).await
+    }
+}

@@ -1,0 +1,116 @@
+//! `meridian control` and `meridian node`: a TOML config file, overridden by env and flags,
+//! validated (every problem reported), run until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use meridian_node::NodeConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ControlConfig;
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// TOML config file (see deploy/control.toml).
+    #[arg(long, env = "MERIDIAN_CONTROL_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "MERIDIAN_CONTROL_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[arg(long, env = "MERIDIAN_CONTROL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// TOML config file (see deploy/node.toml).
+    #[arg(long, env = "MERIDIAN_NODE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "MERIDIAN_NODE_ID")]
+    pub id: Option<String>,
+    #[arg(long, env = "MERIDIAN_NODE_REGION")]
+    pub region: Option<String>,
+    #[arg(long, env = "MERIDIAN_NODE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[arg(long = "control-url", env = "MERIDIAN_NODE_CONTROL_URL")]
+    pub control_url: Option<String>,
+    #[arg(long, env = "MERIDIAN_NODE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Cancelled on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    t.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        t.cancel();
+    });
+    token
+}
+
+pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(p) => ControlConfig::from_toml(&read(p)?).map_err(anyhow::Error::msg).with_context(|| format!("in {}", p.display()))?,
+        None => ControlConfig::default(),
+    };
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    let shutdown = shutdown_on_signal();
+    let handle = crate::server::spawn(config, shutdown).await?;
+    eprintln!("control listening on {}", handle.url());
+    handle.task.await??;
+    Ok(())
+}
+
+pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(p) => NodeConfig::from_toml(&read(p)?).map_err(anyhow::Error::msg).with_context(|| format!("in {}", p.display()))?,
+        None => NodeConfig::default(),
+    };
+    if let Some(v) = args.id {
+        config.id = v;
+    }
+    if let Some(v) = args.region {
+        config.region = v;
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if args.control_url.is_some() {
+        config.control_url = args.control_url;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    let shutdown = shutdown_on_signal();
+    let handle = meridian_node::spawn(config, shutdown).await?;
+    eprintln!("node listening on {}", handle.url());
+    handle.task.await??;
+    Ok(())
+}

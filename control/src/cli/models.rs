@@ -1,0 +1,143 @@
+//! `meridian models push|list|show|deploy|rollback|archive`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use meridian_gossip::Catalog;
+use meridian_models::ModelSpec;
+
+use super::client::Client;
+use super::output::{table, Output};
+use crate::registry::ModelRecord;
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Push an ONNX artifact with its feature spec; it is validated before it is stored.
+    Push {
+        /// The ONNX file.
+        artifact: PathBuf,
+        /// The feature spec (TOML or JSON); default: model.toml beside the artifact.
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// Model name; default: the spec's `name`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Deploy the pushed version at once.
+        #[arg(long)]
+        deploy: bool,
+    },
+    /// List models with their latest and live versions.
+    List,
+    /// Show every version of a model.
+    Show { name: String },
+    /// Make a version live (default: the latest that is not archived).
+    Deploy {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Make the previously deployed version live again.
+    Rollback { name: String },
+    /// Retire a version that is not live.
+    Archive { name: String, version: u32 },
+}
+
+pub async fn run(client: &Client, cmd: ModelsCommand, out: &Output) -> anyhow::Result<()> {
+    match cmd {
+        ModelsCommand::Push { artifact, spec, name, deploy } => push(client, artifact, spec, name, deploy, out).await,
+        ModelsCommand::List => {
+            let models = client.list().await?;
+            out.show(&models, || {
+                let mut t = table(&["model", "versions", "latest", "live", "description"]);
+                for m in &models {
+                    let live = m["live"].as_u64().map_or("-".to_string(), |v| format!("v{v}"));
+                    t.add_row(vec![
+                        m["name"].as_str().unwrap_or_default().to_string(),
+                        m["versions"].to_string(),
+                        format!("v{}", m["latest"]),
+                        live,
+                        m["description"].as_str().unwrap_or_default().to_string(),
+                    ]);
+                }
+                t
+            })
+        }
+        ModelsCommand::Show { name } => {
+            let versions = client.show(&name).await?;
+            out.show(&versions, || versions_table(&versions))?;
+            if !out.json {
+                if let Some(last) = versions.last() {
+                    println!("features ({}): {}", last.spec.features.len(), last.spec.features.join(", "));
+                    println!("output: {}", serde_json::to_string(&last.spec.output)?);
+                }
+            }
+            Ok(())
+        }
+        ModelsCommand::Deploy { name, version } => catalog_change(&name, client.deploy(&name, version).await?, out),
+        ModelsCommand::Rollback { name } => catalog_change(&name, client.rollback(&name).await?, out),
+        ModelsCommand::Archive { name, version } => {
+            client.archive(&name, version).await?;
+            let versions = client.show(&name).await?;
+            out.show(&versions, || versions_table(&versions))
+        }
+    }
+}
+
+fn versions_table(versions: &[ModelRecord]) -> comfy_table::Table {
+    let mut t = table(&["version", "status", "digest", "size", "accuracy", "input", "created", "by"]);
+    for r in versions {
+        let input = r.signature.inputs.first().map(|i| format!("{} {:?}", i.name, i.v2_shape())).unwrap_or_default();
+        t.add_row(vec![
+            format!("v{}", r.version),
+            r.status.to_string(),
+            r.digest[..12].to_string(),
+            format!("{} B", r.size_bytes),
+            r.accuracy.map_or("-".to_string(), |a| format!("{a:.3}")),
+            input,
+            r.created_at.clone(),
+            r.pushed_by.clone(),
+        ]);
+    }
+    t
+}
+
+fn catalog_change(name: &str, catalog: Catalog, out: &Output) -> anyhow::Result<()> {
+    let entry = catalog.models.get(name);
+    out.show(&catalog, || {
+        let mut t = table(&["model", "live", "previous", "catalog epoch"]);
+        t.add_row(vec![
+            name.to_string(),
+            entry.map_or("-".to_string(), |e| format!("v{}", e.live.version)),
+            entry.and_then(|e| e.previous.as_ref()).map_or("-".to_string(), |p| format!("v{}", p.version)),
+            catalog.epoch.to_string(),
+        ]);
+        t
+    })
+}
+
+async fn push(
+    client: &Client,
+    artifact: PathBuf,
+    spec: Option<PathBuf>,
+    name: Option<String>,
+    deploy: bool,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let spec_path = spec.unwrap_or_else(|| artifact.with_file_name("model.toml"));
+    let spec_text = std::fs::read_to_string(&spec_path)
+        .with_context(|| format!("cannot read the feature spec {}", spec_path.display()))?;
+    let parsed = ModelSpec::parse(&spec_text).with_context(|| format!("in {}", spec_path.display()))?;
+    let name = name
+        .or(parsed.name)
+        .context("the spec has no `name`; pass --name")?;
+    let bytes = std::fs::read(&artifact).with_context(|| format!("cannot read {}", artifact.display()))?;
+    let progress = !out.json && std::io::stderr().is_terminal();
+    let record = client.push(&name, spec_text, bytes, progress).await?;
+    out.show(&record, || versions_table(std::slice::from_ref(&record)))?;
+    if deploy {
+        catalog_change(&name, client.deploy(&name, Some(record.version)).await?, out)?;
+    }
+    Ok(())
+}

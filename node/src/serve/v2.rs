@@ -1,0 +1,361 @@
+//! The Open Inference Protocol (KServe V2) REST API, so existing clients (tritonclient, KServe
+//! SDKs) work unchanged. Errors are `{"error": "..."}`: 404 unknown model or version, 400 bad
+//! input, 503 not ready, 429 over limit.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use meridian_models::{InputBatch, OutputBatch, TensorData, TensorInfo};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::error::{parse_json, ApiError};
+use super::path::{parse_version, resolve, run, Observation};
+use super::{v2_binary, AppState};
+use crate::inference::LoadedModel;
+
+pub async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "meridian",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    }))
+}
+
+pub async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let ready = state.table.load().ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+fn tensor_metadata(t: &TensorInfo) -> Value {
+    json!({ "name": t.name, "datatype": t.dtype.v2_name(), "shape": t.v2_shape() })
+}
+
+fn metadata(state: &AppState, name: &str, version: Option<u32>) -> Result<Json<Value>, ApiError> {
+    let model = resolve(state, name, version)?;
+    let table = state.table.load();
+    let versions: Vec<String> = table
+        .models
+        .get(name)
+        .map(|slot| {
+            std::iter::once(&slot.live)
+                .chain(slot.previous.as_ref())
+                .map(|m| m.manifest.version.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let sig = &model.manifest.signature;
+    Ok(Json(json!({
+        "name": name,
+        "versions": versions,
+        "platform": "onnx",
+        "inputs": sig.inputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
+        "outputs": sig.outputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
+        "parameters": { "runtime": model.runtime_name, "features": model.manifest.spec.features },
+    })))
+}
+
+pub async fn model_metadata(State(state): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+    metadata(&state, &model, None)
+}
+
+pub async fn model_metadata_version(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    metadata(&state, &model, Some(parse_version(&version)?))
+}
+
+fn model_ready_answer(state: &AppState, name: &str, version: Option<u32>) -> Result<Json<Value>, ApiError> {
+    let model = resolve(state, name, version)?;
+    Ok(Json(json!({ "name": name, "version": model.manifest.version.to_string(), "ready": true })))
+}
+
+pub async fn model_ready(State(state): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+    model_ready_answer(&state, &model, None)
+}
+
+pub async fn model_ready_version(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    model_ready_answer(&state, &model, Some(parse_version(&version)?))
+}
+
+#[derive(Debug, Deserialize)]
+struct InferRequest {
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    inputs: Vec<InferInput>,
+    outputs: Option<Vec<RequestedOutput>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InferInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    data: Option<Value>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestedOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct InferOutput {
+    name: String,
+    datatype: &'static str,
+    shape: Vec<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+}
+
+pub async fn infer(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    infer_answer(state, model, None, headers, body).await
+}
+
+pub async fn infer_version(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match parse_version(&version) {
+        Ok(v) => infer_answer(state, model, Some(v), headers, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn infer_answer(
+    state: AppState,
+    name: String,
+    version: Option<u32>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let obs = Observation::start("v2");
+    let mut served = None;
+    let result = infer_inner(&state, &name, version, headers, body, &mut served).await;
+    let (label, v) = served.map_or(("_unresolved".to_string(), None), |(m, v)| (m, Some(v)));
+    match result {
+        Ok((response, rows)) => {
+            obs.record(&state, &label, v, 200, rows);
+            response
+        }
+        Err(e) => {
+            obs.record(&state, &label, v, e.status.as_u16(), 0);
+            e.into_response()
+        }
+    }
+}
+
+async fn infer_inner(
+    state: &AppState,
+    name: &str,
+    version: Option<u32>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    served: &mut Option<(String, u32)>,
+) -> Result<(Response, usize), ApiError> {
+    let (json_part, binary) = v2_binary::split(&headers, body?)?;
+    let request: InferRequest = parse_json(&json_part)?;
+    let model = resolve(state, name, version)?;
+    *served = Some((model.manifest.name.clone(), model.manifest.version));
+    let input = decode_input(&model, &request, &binary)?;
+    let rows = input.rows;
+    let out = run(state, &model, input).await?;
+    Ok((encode_response(&model, &request, out)?, rows))
+}
+
+fn decode_input(model: &LoadedModel, request: &InferRequest, binary: &[u8]) -> Result<InputBatch, ApiError> {
+    let expected = &model.manifest.signature.inputs[0];
+    let describe = || format!("{:?} {} {:?}", expected.name, expected.dtype.v2_name(), expected.v2_shape());
+    let [input] = request.inputs.as_slice() else {
+        return Err(ApiError::bad_request(format!(
+            "the request has {} inputs; the model takes one: {}",
+            request.inputs.len(),
+            describe()
+        )));
+    };
+    if input.name != expected.name {
+        return Err(ApiError::bad_request(format!("unknown input {:?}; the model takes {}", input.name, describe())));
+    }
+    if input.datatype != "FP32" {
+        return Err(ApiError::bad_request(format!(
+            "input {:?} has datatype {}; the model takes {}",
+            input.name,
+            input.datatype,
+            describe()
+        )));
+    }
+    let width = model.width();
+    let rows = match input.shape.as_slice() {
+        [rows, w] if *rows >= 1 && *w == width as i64 => *rows as usize,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "input {:?} has shape {:?}; the model takes {}",
+                input.name,
+                input.shape,
+                describe()
+            )))
+        }
+    };
+    let count = rows
+        .checked_mul(width)
+        .ok_or_else(|| ApiError::bad_request("input shape is too large"))?;
+    let values = match (input.parameters.get("binary_data_size"), &input.data) {
+        (Some(size), None) => {
+            let size = size
+                .as_u64()
+                .ok_or_else(|| ApiError::bad_request("binary_data_size must be a non-negative integer"))?
+                as usize;
+            if size != binary.len() {
+                return Err(ApiError::bad_request(format!(
+                    "binary_data_size is {size} but {} bytes follow the JSON header",
+                    binary.len()
+                )));
+            }
+            v2_binary::f32s(binary, count, &input.name)?
+        }
+        (None, Some(data)) => json_values(data, count, &input.name)?,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(format!("input {:?} has both data and binary_data_size", input.name)))
+        }
+        (None, None) => return Err(ApiError::bad_request(format!("input {:?} has no data", input.name))),
+    };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ApiError::bad_request(format!(
+            "input {:?}: element {i} (row {}, column {}) is not finite",
+            input.name,
+            i / width,
+            i % width
+        )));
+    }
+    Ok(InputBatch { rows, width, values })
+}
+
+/// Flatten nested JSON arrays of numbers (row-major), checking the count against the shape.
+fn json_values(data: &Value, count: usize, input: &str) -> Result<Vec<f32>, ApiError> {
+    let mut out = Vec::with_capacity(count);
+    let mut stack = vec![data];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items.iter().rev()),
+            Value::Number(n) => {
+                let x = n.as_f64().unwrap_or(f64::NAN) as f32;
+                out.push(x);
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "input {input:?}: element {} is {other}, not a number",
+                    out.len()
+                )))
+            }
+        }
+        if out.len() > count {
+            break;
+        }
+    }
+    if out.len() != count {
+        return Err(ApiError::bad_request(format!(
+            "input {input:?}: the shape needs {count} values, data has {}",
+            if out.len() > count { format!("more than {count}") } else { out.len().to_string() }
+        )));
+    }
+    Ok(out)
+}
+
+fn json_data(data: &TensorData) -> Value {
+    match data {
+        TensorData::F32(v) => json!(v),
+        TensorData::F64(v) => json!(v),
+        TensorData::I32(v) => json!(v),
+        TensorData::I64(v) => json!(v),
+        TensorData::Bool(v) => json!(v),
+    }
+}
+
+fn encode_response(model: &LoadedModel, request: &InferRequest, out: OutputBatch) -> Result<Response, ApiError> {
+    let all_binary = request.parameters.get("binary_data_output").and_then(Value::as_bool) == Some(true);
+    let wanted: Vec<(&str, bool)> = match &request.outputs {
+        Some(list) => list
+            .iter()
+            .map(|o| {
+                let binary = o.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(all_binary);
+                (o.name.as_str(), binary)
+            })
+            .collect(),
+        None => out.tensors.iter().map(|t| (t.name.as_str(), all_binary)).collect(),
+    };
+    let mut outputs = Vec::with_capacity(wanted.len());
+    let mut binary = Vec::new();
+    for (name, as_binary) in wanted {
+        let (tensor, info) = out
+            .tensor(name)
+            .zip(model.manifest.signature.output(name))
+            .ok_or_else(|| {
+                let names: Vec<_> = model.manifest.signature.outputs.iter().map(|o| o.name.as_str()).collect();
+                ApiError::bad_request(format!("unknown output {name:?}; the model has {names:?}"))
+            })?;
+        let (data, parameters) = if as_binary {
+            let bytes = v2_binary::encode(&tensor.data);
+            let size = bytes.len();
+            binary.extend_from_slice(&bytes);
+            (None, Some(json!({ "binary_data_size": size })))
+        } else {
+            (Some(json_data(&tensor.data)), None)
+        };
+        outputs.push(InferOutput {
+            name: tensor.name.clone(),
+            datatype: info.dtype.v2_name(),
+            shape: tensor.shape.clone(),
+            data,
+            parameters,
+        });
+    }
+    let mut body = json!({
+        "model_name": model.manifest.name,
+        "model_version": model.manifest.version.to_string(),
+        "outputs": outputs,
+    });
+    if let Some(id) = &request.id {
+        body["id"] = json!(id);
+    }
+    let json_bytes = serde_json::to_vec(&body).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if binary.is_empty() {
+        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json_bytes).into_response());
+    }
+    let header_len = json_bytes.len();
+    let mut payload = json_bytes;
+    payload.extend_from_slice(&binary);
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+            (header::HeaderName::from_static(v2_binary::HEADER), HeaderValue::from(header_len)),
+        ],
+        payload,
+    )
+        .into_response())
+}

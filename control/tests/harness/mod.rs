@@ -1,0 +1,172 @@
+//! Real control and node servers on 127.0.0.1 port 0, each with its own temp directory.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meridian_control::cli::client::Client;
+use meridian_control::{ControlConfig, ControlHandle};
+use meridian_models::demo::DemoModel;
+use meridian_node::{NodeConfig, NodeHandle};
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct Control {
+    pub handle: ControlHandle,
+    pub token: CancellationToken,
+    pub client: Client,
+}
+
+impl Control {
+    pub async fn start(dir: &Path) -> Control {
+        let token = CancellationToken::new();
+        let config = ControlConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: dir.join("control"),
+            ..ControlConfig::default()
+        };
+        let handle = meridian_control::spawn(config, token.clone()).await.expect("control starts");
+        let client = Client::new(&handle.url()).unwrap();
+        Control { handle, token, client }
+    }
+
+    pub fn url(&self) -> String {
+        self.handle.url()
+    }
+
+    pub async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(WAIT, self.handle.task).await.expect("control stops in time").unwrap().unwrap();
+    }
+
+    pub async fn push(&self, name: &str, demo: &DemoModel) -> u32 {
+        let spec = demo.spec.replace(&format!("name = \"{}\"", demo.name), &format!("name = \"{name}\""));
+        self.client.push(name, spec, demo.onnx.to_vec(), false).await.expect("push").version
+    }
+}
+
+pub struct Node {
+    pub handle: NodeHandle,
+    pub token: CancellationToken,
+    pub data_dir: PathBuf,
+}
+
+pub fn node_config(id: &str, control: Option<String>, data_dir: &Path) -> NodeConfig {
+    NodeConfig {
+        id: id.to_string(),
+        region: format!("region-{id}"),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        control_url: control,
+        data_dir: data_dir.to_path_buf(),
+        catalog_wait_ms: 2_000,
+        heartbeat_ms: 500,
+        ..NodeConfig::default()
+    }
+}
+
+impl Node {
+    pub async fn start(config: NodeConfig) -> Node {
+        let token = CancellationToken::new();
+        let data_dir = config.data_dir.clone();
+        let handle = meridian_node::spawn(config, token.clone()).await.expect("node starts");
+        Node { handle, token, data_dir }
+    }
+
+    pub fn url(&self) -> String {
+        self.handle.url()
+    }
+
+    pub async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(WAIT, self.handle.task).await.expect("node stops in time").unwrap().unwrap();
+    }
+
+    /// Wait until `model` is live at `version` here.
+    pub async fn wait_live(&self, model: &str, version: u32) {
+        let state = self.handle.state.clone();
+        wait_for(&format!("{model} v{version} live on {}", state.config.id), || {
+            let t = state.table.load();
+            let ok = t.models.get(model).is_some_and(|s| s.live.manifest.version == version);
+            async move { ok }
+        })
+        .await;
+    }
+}
+
+/// Poll `check` every 20 ms until it holds; panic after [`WAIT`].
+pub async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+/// POST `body` as JSON; the status and the JSON answer.
+pub async fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    let resp = http().post(url).json(body).send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON answer"))
+}
+
+pub async fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value) {
+    let resp = http()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON answer"))
+}
+
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let resp = http().get(url).send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON answer"))
+}
+
+/// The reference rows and outputs of a demo model.
+pub struct Reference {
+    pub rows: Vec<Map<String, Value>>,
+    pub outputs: Map<String, Value>,
+}
+
+pub fn reference(demo: &DemoModel) -> Reference {
+    let v: Value = serde_json::from_str(demo.reference).unwrap();
+    Reference {
+        rows: v["rows"].as_array().unwrap().iter().map(|r| r.as_object().unwrap().clone()).collect(),
+        outputs: v["outputs"].as_object().unwrap().clone(),
+    }
+}
+
+impl Reference {
+    /// The seed API's expected `prediction` for row `i`.
+    pub fn prediction(&self, i: usize) -> f64 {
+        match self.outputs.get("probabilities") {
+            Some(p) => p[i][1].as_f64().unwrap(),
+            None => self.outputs["value"][i][0].as_f64().unwrap(),
+        }
+    }
+
+    pub fn features(&self, i: usize) -> Value {
+        json!({ "features": self.rows[i] })
+    }
+}
+
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-5 * b.abs().max(1.0)
+}

@@ -37,7 +37,10 @@ impl ControlHandle {
 }
 
 /// Open the registry, bind and serve until `shutdown` is cancelled; in-flight requests finish.
-pub async fn spawn(config: ControlConfig, shutdown: CancellationToken) -> Result<ControlHandle, ControlError> {
+pub async fn spawn(
+    config: ControlConfig,
+    shutdown: CancellationToken,
+) -> Result<ControlHandle, ControlError> {
     config.validate().map_err(ControlError::Config)?;
     let registry = Registry::open(&config.data_dir)
         .map_err(|source| ControlError::Registry { path: config.data_dir.display().to_string(), source })?;
@@ -49,7 +52,11 @@ pub async fn spawn(config: ControlConfig, shutdown: CancellationToken) -> Result
         .map_err(|source| ControlError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(ControlError::Serve)?;
     let (catalog_tx, _) = watch::channel(catalog);
-    let state = Arc::new(ControlState { config, registry, catalog: catalog_tx, directory: Directory::default(),
+    let state = Arc::new(ControlState {
+        config,
+        registry,
+        catalog: catalog_tx,
+        directory: Directory::default(),
         shutdown: shutdown.clone(),
     });
     let app = router(state);

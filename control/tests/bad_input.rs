@@ -1,4 +1,5 @@
 //! Every bad input gets a clear JSON error with the right status, and nothing stored is lost.
+#![allow(clippy::unwrap_used)]
 
 mod harness;
 
@@ -6,7 +7,10 @@ use harness::*;
 use meridian_models::demo::demo_model;
 use serde_json::{json, Value};
 
-async fn mlp_node(dir: &std::path::Path, tweak: impl FnOnce(&mut meridian_node::NodeConfig)) -> (Control, Node) {
+async fn mlp_node(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut meridian_node::NodeConfig),
+) -> (Control, Node) {
     let control = Control::start(dir).await;
     let mut config = node_config("n", Some(control.url()), &dir.join("n"));
     tweak(&mut config);
@@ -45,7 +49,10 @@ async fn seed_api_bad_inputs_get_clear_errors() {
     let (status, answer) = post_json(&url, &json!({ "rows": [r.rows[1], row] })).await;
     assert_eq!(status, 400);
     let msg = error_of(&answer);
-    assert!(msg.starts_with("rows[1]:") && msg.contains("\"mean_texture\"") && msg.contains("\"worst_area\""), "{msg}");
+    assert!(
+        msg.starts_with("rows[1]:") && msg.contains("\"mean_texture\"") && msg.contains("\"worst_area\""),
+        "{msg}"
+    );
 
     let mut row = r.rows[0].clone();
     row.insert("mean_area".into(), json!("big"));
@@ -71,7 +78,8 @@ async fn seed_api_bad_inputs_get_clear_errors() {
     assert_eq!(status, 413);
     assert!(error_of(&answer).contains("max_body_bytes"), "{answer}");
 
-    let (status, answer) = post_json(&format!("{}/api/v1/models/nope/predict", node.url()), &r.features(0)).await;
+    let (status, answer) =
+        post_json(&format!("{}/api/v1/models/nope/predict", node.url()), &r.features(0)).await;
     assert_eq!(status, 404);
     assert!(error_of(&answer).contains("unknown model \"nope\""), "{answer}");
 
@@ -87,18 +95,24 @@ async fn v2_bad_inputs_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (control, node) = mlp_node(dir.path(), |_| {}).await;
     let url = format!("{}/v2/models/breast-cancer-mlp/infer", node.url());
-    let input = |shape: Value, datatype: &str, data: Value| {
-        json!({ "inputs": [{ "name": "input", "shape": shape, "datatype": datatype, "data": data }] })
-    };
+    let input = |shape: Value, datatype: &str, data: Value| json!({ "inputs": [{ "name": "input", "shape": shape, "datatype": datatype, "data": data }] });
     let cases = [
         (input(json!([1, 29]), "FP32", json!(vec![0.0; 29])), 400, "has shape [1, 29]"),
         (input(json!([1, 30]), "INT64", json!(vec![0; 30])), 400, "datatype INT64"),
         (input(json!([2, 30]), "FP32", json!(vec![0.0; 30])), 400, "needs 60 values, data has 30"),
         (input(json!([1, 30]), "FP32", json!(vec!["x"; 30])), 400, "not a number"),
-        (json!({ "inputs": [{ "name": "x", "shape": [1, 30], "datatype": "FP32", "data": vec![0.0; 30] }] }), 400, "unknown input \"x\""),
+        (
+            json!({ "inputs": [{ "name": "x", "shape": [1, 30], "datatype": "FP32", "data": vec![0.0; 30] }] }),
+            400,
+            "unknown input \"x\"",
+        ),
         (json!({ "inputs": [] }), 400, "has 0 inputs"),
-        (json!({ "inputs": [{ "name": "input", "shape": [1, 30], "datatype": "FP32", "data": vec![0.0; 30] }],
-                 "outputs": [{ "name": "logits" }] }), 400, "unknown output \"logits\""),
+        (
+            json!({ "inputs": [{ "name": "input", "shape": [1, 30], "datatype": "FP32", "data": vec![0.0; 30] }],
+                 "outputs": [{ "name": "logits" }] }),
+            400,
+            "unknown output \"logits\"",
+        ),
     ];
     for (body, status, needle) in cases {
         let (got, answer) = post_json(&url, &body).await;
@@ -106,9 +120,10 @@ async fn v2_bad_inputs_get_clear_errors() {
         assert!(error_of(&answer).contains(needle), "{needle:?} not in {answer}");
     }
     // NaN can only arrive in binary form; it is refused, not scored.
-    let mut payload = serde_json::to_vec(&json!({ "inputs": [{ "name": "input", "shape": [1, 30], "datatype": "FP32",
+    let mut payload =
+        serde_json::to_vec(&json!({ "inputs": [{ "name": "input", "shape": [1, 30], "datatype": "FP32",
         "parameters": { "binary_data_size": 120 } }] }))
-    .unwrap();
+        .unwrap();
     let header_len = payload.len();
     payload.extend((0..30).flat_map(|i| if i == 7 { f32::NAN } else { 0.0f32 }.to_le_bytes()));
     let resp = http()
@@ -122,7 +137,11 @@ async fn v2_bad_inputs_get_clear_errors() {
     let answer: Value = resp.json().await.unwrap();
     assert!(error_of(&answer).contains("element 7 (row 0, column 7) is not finite"), "{answer}");
 
-    let (status, answer) = post_json(&format!("{}/v2/models/breast-cancer-mlp/versions/9/infer", node.url()), &input(json!([1, 30]), "FP32", json!(vec![0.0; 30]))).await;
+    let (status, answer) = post_json(
+        &format!("{}/v2/models/breast-cancer-mlp/versions/9/infer", node.url()),
+        &input(json!([1, 30]), "FP32", json!(vec![0.0; 30])),
+    )
+    .await;
     assert_eq!(status, 404);
     assert!(error_of(&answer).contains("no version 9"), "{answer}");
     node.stop().await;
@@ -136,7 +155,12 @@ async fn corrupt_or_mismatched_pushes_are_refused_and_store_nothing() {
     let demo = demo_model("breast-cancer-mlp").unwrap();
     let spec = demo.spec.replace("breast-cancer-mlp", "m");
 
-    let err = control.client.push("m", spec.clone(), b"not an onnx file".to_vec(), false).await.unwrap_err().to_string();
+    let err = control
+        .client
+        .push("m", spec.clone(), b"not an onnx file".to_vec(), false)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("422") && err.contains("does not load as ONNX"), "{err}");
     let mut truncated = demo.onnx.to_vec();
     truncated.truncate(truncated.len() / 3);
@@ -145,9 +169,19 @@ async fn corrupt_or_mismatched_pushes_are_refused_and_store_nothing() {
     let ridge_spec = demo_model("diabetes-ridge").unwrap().spec.replace("diabetes-ridge", "m");
     let err = control.client.push("m", ridge_spec, demo.onnx.to_vec(), false).await.unwrap_err().to_string();
     assert!(err.contains("names 10 features but the model input has 30 columns"), "{err}");
-    let err = control.client.push("m", "features = [".into(), demo.onnx.to_vec(), false).await.unwrap_err().to_string();
+    let err = control
+        .client
+        .push("m", "features = [".into(), demo.onnx.to_vec(), false)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("invalid feature spec"), "{err}");
-    let err = control.client.push("m", spec.replace("name = \"m\"", "name = \"x\""), demo.onnx.to_vec(), false).await.unwrap_err().to_string();
+    let err = control
+        .client
+        .push("m", spec.replace("name = \"m\"", "name = \"x\""), demo.onnx.to_vec(), false)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("spec is for model \"x\""), "{err}");
 
     // Nothing was stored: no model, and the first good push is version 1.
@@ -193,7 +227,11 @@ async fn models_not_loaded_yet_answer_503() {
         async move { has }
     })
     .await;
-    let (status, answer) = post_json(&format!("{}/api/v1/models/breast-cancer-mlp/predict", node.url()), &json!({ "features": {} })).await;
+    let (status, answer) = post_json(
+        &format!("{}/api/v1/models/breast-cancer-mlp/predict", node.url()),
+        &json!({ "features": {} }),
+    )
+    .await;
     assert_eq!(status, 503);
     assert!(error_of(&answer).contains("deployed but not loaded"), "{answer}");
     node.stop().await;
@@ -211,16 +249,16 @@ async fn overload_returns_429_rather_than_queueing_without_bound() {
     .await;
     // Binary V2 requests: decoding costs a copy, so the model's queue is what fills up.
     let rows = 10_000;
-    let mut body = serde_json::to_vec(&json!({ "inputs": [{ "name": "input", "shape": [rows, 30], "datatype": "FP32",
+    let mut body =
+        serde_json::to_vec(&json!({ "inputs": [{ "name": "input", "shape": [rows, 30], "datatype": "FP32",
         "parameters": { "binary_data_size": rows * 30 * 4 } }] }))
-    .unwrap();
+        .unwrap();
     let header_len = body.len();
     body.extend((0..rows * 30).flat_map(|i| ((i % 7) as f32 * 0.1).to_le_bytes()));
     let url = format!("{}/v2/models/breast-cancer-mlp/infer", node.url());
     let client = http();
     let requests = (0..32).map(|_| {
         let (client, url, body) = (client.clone(), url.clone(), body.clone());
-        let header_len = header_len;
         tokio::spawn(async move {
             let resp = client
                 .post(url)

@@ -1,4 +1,5 @@
 //! Deploy, rollback and restarts across real nodes.
+#![allow(clippy::unwrap_used)]
 
 mod harness;
 
@@ -14,7 +15,8 @@ async fn deploy_v2_then_rollback_serves_v1_on_every_node() {
         nodes.push(Node::start(node_config(id, Some(control.url()), &dir.path().join(id))).await);
     }
     // v1 is the logistic regression, v2 the MLP, under one name: their outputs differ.
-    let (logreg, mlp) = (demo_model("breast-cancer-logreg").unwrap(), demo_model("breast-cancer-mlp").unwrap());
+    let (logreg, mlp) =
+        (demo_model("breast-cancer-logreg").unwrap(), demo_model("breast-cancer-mlp").unwrap());
     assert_eq!(control.push("cancer", logreg).await, 1);
     assert_eq!(control.push("cancer", mlp).await, 2);
     let predicts = |reference: Reference| {
@@ -22,10 +24,16 @@ async fn deploy_v2_then_rollback_serves_v1_on_every_node() {
         async move {
             for url in nodes {
                 for i in [0, 5, 9] {
-                    let (status, answer) = post_json(&format!("{url}/api/v1/models/cancer/predict"), &reference.features(i)).await;
+                    let (status, answer) =
+                        post_json(&format!("{url}/api/v1/models/cancer/predict"), &reference.features(i))
+                            .await;
                     assert_eq!(status, 200, "{answer}");
                     let got = answer["prediction"].as_f64().unwrap();
-                    assert!(close(got, reference.prediction(i)), "{url} row {i}: {got} vs {}", reference.prediction(i));
+                    assert!(
+                        close(got, reference.prediction(i)),
+                        "{url} row {i}: {got} vs {}",
+                        reference.prediction(i)
+                    );
                 }
             }
         }
@@ -84,7 +92,8 @@ async fn node_restarted_while_control_is_down_serves_the_last_catalog() {
     let node = Node::start(config).await;
     node.wait_live(demo.name, 1).await;
     let r = reference(demo);
-    let (status, answer) = post_json(&format!("{}/api/v1/models/{}/predict", node.url(), demo.name), &r.features(3)).await;
+    let (status, answer) =
+        post_json(&format!("{}/api/v1/models/{}/predict", node.url(), demo.name), &r.features(3)).await;
     assert_eq!(status, 200, "{answer}");
     assert!(close(answer["prediction"].as_f64().unwrap(), r.prediction(3)));
     assert_eq!(get_json(&format!("{}/readyz", node.url())).await.0, 200);

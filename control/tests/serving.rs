@@ -1,5 +1,6 @@
 //! Push → deploy → predict over real servers: the seed API and the Open Inference Protocol
 //! reproduce the generator's onnxruntime reference outputs.
+#![allow(clippy::unwrap_used)]
 
 mod harness;
 
@@ -62,11 +63,8 @@ fn flat(v: &Value) -> Vec<f64> {
 }
 
 fn v2_request(r: &Reference, features: &[String]) -> (Value, Vec<f32>) {
-    let data: Vec<f32> = r
-        .rows
-        .iter()
-        .flat_map(|row| features.iter().map(|f| row[f].as_f64().unwrap() as f32))
-        .collect();
+    let data: Vec<f32> =
+        r.rows.iter().flat_map(|row| features.iter().map(|f| row[f].as_f64().unwrap() as f32)).collect();
     let body = json!({
         "id": "req-1",
         "inputs": [{ "name": "input", "shape": [r.rows.len(), features.len()], "datatype": "FP32", "data": data }],
@@ -121,7 +119,8 @@ async fn v2_infer_batched_returns_reference_outputs_in_json_and_binary() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let json_len: usize = resp.headers()["inference-header-content-length"].to_str().unwrap().parse().unwrap();
+    let json_len: usize =
+        resp.headers()["inference-header-content-length"].to_str().unwrap().parse().unwrap();
     let bytes = resp.bytes().await.unwrap();
     let answer: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
     let out = &answer["outputs"][0];
@@ -165,10 +164,44 @@ async fn v2_health_and_metadata_describe_the_served_models() {
     post_json(&format!("{base}/api/v1/models/diabetes-ridge/predict"), &r.features(0)).await;
     let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains(r#"meridian_requests_total{model="diabetes-ridge",version="1",api="predict",code="200"} 1"#),
+        metrics.contains(
+            r#"meridian_requests_total{model="diabetes-ridge",version="1",api="predict",code="200"} 1"#
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("meridian_request_duration_seconds_bucket{"));
+    node.stop().await;
+    control.stop().await;
+}
+
+/// The stock `tritonclient` HTTP client works unchanged (JSON and binary tensors both ways).
+/// Needs a Python with `tritonclient[http]`: the test script (`deploy/test.sh`) makes one and
+/// sets `MERIDIAN_TEST_PYTHON`; without it this test says it was skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_tritonclient_gets_reference_outputs() {
+    let Ok(python) = std::env::var("MERIDIAN_TEST_PYTHON") else {
+        eprintln!(
+            "SKIPPED: set MERIDIAN_TEST_PYTHON to a Python with tritonclient[http] (deploy/test.sh does)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (control, node) = one_node_with_demo_models(dir.path()).await;
+    let reference = dir.path().join("reference.json");
+    std::fs::write(&reference, demo_model("breast-cancer-mlp").unwrap().reference).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tritonclient_check.py");
+    let host = node.handle.addr.to_string();
+    let run = tokio::process::Command::new(python)
+        .args([script, &host, "breast-cancer-mlp", reference.to_str().unwrap()])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("tritonclient check timed out")
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "tritonclient check failed:\n{text}");
+    assert!(text.contains("tritonclient: ok"), "{text}");
     node.stop().await;
     control.stop().await;
 }

@@ -51,11 +51,7 @@ impl Catalog {
 
     /// Every artifact digest the catalog references, deduplicated.
     pub fn artifact_digests(&self) -> std::collections::BTreeSet<&str> {
-        self.models
-            .values()
-            .flat_map(CatalogEntry::manifests)
-            .map(|m| m.digest.as_str())
-            .collect()
+        self.models.values().flat_map(CatalogEntry::manifests).map(|m| m.digest.as_str()).collect()
     }
 }
 
@@ -84,7 +80,8 @@ mod tests {
     #[test]
     fn newer_epoch_supersedes_and_digest_tracks_content() {
         let mut a = Catalog::default();
-        a.models.insert("m".into(), CatalogEntry { live: manifest(2, "d2"), previous: Some(manifest(1, "d1")) });
+        a.models
+            .insert("m".into(), CatalogEntry { live: manifest(2, "d2"), previous: Some(manifest(1, "d1")) });
         a.epoch = 3;
         let mut b = a.clone();
         assert_eq!(a.digest(), b.digest());

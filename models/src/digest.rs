@@ -19,10 +19,7 @@ mod tests {
 
     #[test]
     fn digest_of_known_bytes() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert!(is_sha256_hex(&sha256_hex(b"abc")));
         assert!(!is_sha256_hex("../../etc/passwd"));
         assert!(!is_sha256_hex(&sha256_hex(b"abc").to_uppercase()));

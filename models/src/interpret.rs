@@ -15,9 +15,8 @@ pub struct Prediction {
 }
 
 fn f32_output<'a>(batch: &'a OutputBatch, name: &str) -> Result<(&'a [f32], usize), ModelError> {
-    let t = batch
-        .tensor(name)
-        .ok_or_else(|| ModelError::Run(format!("the model made no output {name:?}")))?;
+    let t =
+        batch.tensor(name).ok_or_else(|| ModelError::Run(format!("the model made no output {name:?}")))?;
     let TensorData::F32(data) = &t.data else {
         return Err(ModelError::Run(format!("output {name:?} is not FP32")));
     };
@@ -46,10 +45,11 @@ pub fn predictions(spec: &OutputSpec, batch: &OutputBatch) -> Result<Vec<Predict
 }
 
 fn classify(probs: &[f32], positive_class: Option<usize>) -> Prediction {
-    let (best, max) = probs
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc });
+    let (best, max) =
+        probs
+            .iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc });
     let prediction = match (positive_class, probs.len()) {
         (Some(p), _) => f64::from(probs[p]),
         (None, 2) => f64::from(probs[1]),
@@ -76,7 +76,8 @@ mod tests {
 
     #[test]
     fn binary_classifier_predicts_positive_probability_with_max_confidence() {
-        let spec = OutputSpec::Classifier { probabilities: "p".into(), classes: vec![], positive_class: Some(1) };
+        let spec =
+            OutputSpec::Classifier { probabilities: "p".into(), classes: vec![], positive_class: Some(1) };
         let out = predictions(&spec, &probs(vec![0.2, 0.8, 0.9, 0.1])).unwrap();
         assert!((out[0].prediction - 0.8).abs() < 1e-6 && (out[0].confidence.unwrap() - 0.8).abs() < 1e-6);
         assert!((out[1].prediction - 0.1).abs() < 1e-6 && (out[1].confidence.unwrap() - 0.9).abs() < 1e-6);

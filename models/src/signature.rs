@@ -60,10 +60,7 @@ pub struct Signature {
 impl Signature {
     /// Columns of the single `[batch, width]` input meridian feeds.
     pub fn input_width(&self) -> usize {
-        self.inputs
-            .first()
-            .and_then(|t| t.shape.get(1).copied().flatten())
-            .unwrap_or(0)
+        self.inputs.first().and_then(|t| t.shape.get(1).copied().flatten()).unwrap_or(0)
     }
 
     pub fn output(&self, name: &str) -> Option<&TensorInfo> {

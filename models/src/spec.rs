@@ -46,9 +46,7 @@ pub enum OutputSpec {
 pub fn validate_model_name(name: &str) -> Result<(), ModelError> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         && !name.starts_with('.');
     if ok {
         Ok(())
@@ -136,7 +134,11 @@ mod tests {
 
     fn sig(width: usize) -> Signature {
         Signature {
-            inputs: vec![TensorInfo { name: "input".into(), dtype: DType::Fp32, shape: vec![None, Some(width)] }],
+            inputs: vec![TensorInfo {
+                name: "input".into(),
+                dtype: DType::Fp32,
+                shape: vec![None, Some(width)],
+            }],
             outputs: vec![TensorInfo {
                 name: "probabilities".into(),
                 dtype: DType::Fp32,
@@ -163,8 +165,10 @@ mod tests {
 
     #[test]
     fn json_and_toml_specs_parse_alike() {
-        let toml = ModelSpec::parse("features=[\"x\",\"y\"]\n[output]\nkind=\"regressor\"\nvalue=\"v\"\n").unwrap();
-        let json = ModelSpec::parse(r#"{"features":["x","y"],"output":{"kind":"regressor","value":"v"}}"#).unwrap();
+        let toml =
+            ModelSpec::parse("features=[\"x\",\"y\"]\n[output]\nkind=\"regressor\"\nvalue=\"v\"\n").unwrap();
+        let json =
+            ModelSpec::parse(r#"{"features":["x","y"],"output":{"kind":"regressor","value":"v"}}"#).unwrap();
         assert_eq!(toml, json);
     }
 

@@ -1,4 +1,5 @@
 //! The bundled demo models load in tract and reproduce onnxruntime's reference outputs.
+#![allow(clippy::unwrap_used)]
 
 use meridian_models::demo::DEMO_MODELS;
 use meridian_models::runtime::tract::TractRuntime;

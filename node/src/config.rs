@@ -69,7 +69,8 @@ impl NodeConfig {
     /// Every problem at once.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut p = Vec::new();
-        let name_ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        let name_ok =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !name_ok(&self.id) {
             p.push(format!("id {:?} must be non-empty letters, digits, '-', '_' or '.'", self.id));
         }

@@ -21,10 +21,7 @@ pub struct CatalogQuery {
     pub wait_ms: Option<u64>,
 }
 
-pub async fn catalog(
-    State(state): State<SharedState>,
-    Query(query): Query<CatalogQuery>,
-) -> Json<Catalog> {
+pub async fn catalog(State(state): State<SharedState>, Query(query): Query<CatalogQuery>) -> Json<Catalog> {
     let mut rx = state.catalog.subscribe();
     if let Some(after) = query.after_epoch {
         let wait = query.wait_ms.unwrap_or(0).min(state.config.catalog_wait_max_ms);

@@ -54,8 +54,7 @@ pub async fn show(
 }
 
 fn parse_version(raw: &str) -> Result<u32, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::bad_request(format!("version {raw:?} is not a positive integer")))
+    raw.parse().map_err(|_| ApiError::bad_request(format!("version {raw:?} is not a positive integer")))
 }
 
 pub async fn show_version(
@@ -84,8 +83,8 @@ async fn read_parts(mut multipart: Multipart) -> Result<PushParts, ApiError> {
             "pushed_by" => parts.pushed_by = field.text().await.map_err(bad)?,
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unexpected form field {other:?}; a push has `spec`, `artifact` and optionally `pushed_by`"
-                )))
+                "unexpected form field {other:?}; a push has `spec`, `artifact` and optionally `pushed_by`"
+            )))
             }
         }
     }
@@ -99,9 +98,7 @@ pub async fn push(
 ) -> Result<(StatusCode, Json<ModelRecord>), ApiError> {
     let parts = read_parts(multipart).await?;
     let spec = parts.spec.ok_or_else(|| ApiError::bad_request("the push has no `spec` field"))?;
-    let artifact = parts
-        .artifact
-        .ok_or_else(|| ApiError::bad_request("the push has no `artifact` field"))?;
+    let artifact = parts.artifact.ok_or_else(|| ApiError::bad_request("the push has no `artifact` field"))?;
     let created_at = humantime::format_rfc3339_seconds(now()).to_string();
     let record = state
         .registry_op(move |r| {
@@ -139,7 +136,8 @@ pub async fn deploy(
     let request: DeployRequest = if body.is_empty() {
         DeployRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid deploy request: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid deploy request: {e}")))?
     };
     let catalog = state.registry_op(move |r| r.deploy(&name, request.version)).await?;
     Ok(Json(catalog))

@@ -10,9 +10,12 @@ use meridian_gossip::NodeInfo;
 use super::{ApiError, SharedState};
 use crate::directory::NodeStatus;
 
-pub async fn heartbeat(State(state): State<SharedState>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
-    let info: NodeInfo =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid node report: {e}")))?;
+pub async fn heartbeat(
+    State(state): State<SharedState>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let info: NodeInfo = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid node report: {e}")))?;
     state.directory.report(info, tokio::time::Instant::now());
     let epoch = state.catalog.borrow().epoch;
     Ok(Json(serde_json::json!({ "catalog_epoch": epoch })))

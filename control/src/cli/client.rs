@@ -51,7 +51,13 @@ impl Client {
     }
 
     /// Push an artifact with its spec, showing upload progress on a terminal.
-    pub async fn push(&self, name: &str, spec: String, artifact: Vec<u8>, progress: bool) -> anyhow::Result<ModelRecord> {
+    pub async fn push(
+        &self,
+        name: &str,
+        spec: String,
+        artifact: Vec<u8>,
+        progress: bool,
+    ) -> anyhow::Result<ModelRecord> {
         let len = artifact.len() as u64;
         let bar = if progress { ProgressBar::new(len) } else { ProgressBar::hidden() };
         bar.set_style(
@@ -60,7 +66,8 @@ impl Client {
                 .progress_chars("=> "),
         );
         bar.set_message(format!("pushing {name}"));
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = artifact.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            artifact.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
         let counted = bar.clone();
         let stream = futures_util::stream::iter(chunks).map(move |chunk| {
             if let Ok(c) = &chunk {
@@ -73,7 +80,9 @@ impl Client {
         let user = std::env::var("USER").unwrap_or_else(|_| "cli".to_string());
         let form = Form::new().text("spec", spec).text("pushed_by", user).part("artifact", part);
         bar.set_message(format!("validating {name}"));
-        let result = self.send(self.http.post(self.url(&format!("/api/v1/models/{name}/versions"))).multipart(form)).await;
+        let result = self
+            .send(self.http.post(self.url(&format!("/api/v1/models/{name}/versions"))).multipart(form))
+            .await;
         bar.finish_and_clear();
         result
     }
@@ -96,7 +105,8 @@ impl Client {
     }
 
     pub async fn archive(&self, name: &str, version: u32) -> anyhow::Result<Catalog> {
-        self.send(self.http.post(self.url(&format!("/api/v1/models/{name}/versions/{version}/archive")))).await
+        self.send(self.http.post(self.url(&format!("/api/v1/models/{name}/versions/{version}/archive"))))
+            .await
     }
 
     pub async fn catalog(&self) -> anyhow::Result<Catalog> {

@@ -72,7 +72,9 @@ pub fn shutdown_on_signal() -> CancellationToken {
 
 pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     let mut config = match &args.config {
-        Some(p) => ControlConfig::from_toml(&read(p)?).map_err(anyhow::Error::msg).with_context(|| format!("in {}", p.display()))?,
+        Some(p) => ControlConfig::from_toml(&read(p)?)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("in {}", p.display()))?,
         None => ControlConfig::default(),
     };
     if let Some(v) = args.listen {
@@ -90,7 +92,9 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
 
 pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
     let mut config = match &args.config {
-        Some(p) => NodeConfig::from_toml(&read(p)?).map_err(anyhow::Error::msg).with_context(|| format!("in {}", p.display()))?,
+        Some(p) => NodeConfig::from_toml(&read(p)?)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("in {}", p.display()))?,
         None => NodeConfig::default(),
     };
     if let Some(v) = args.id {

@@ -46,7 +46,9 @@ pub enum ModelsCommand {
 
 pub async fn run(client: &Client, cmd: ModelsCommand, out: &Output) -> anyhow::Result<()> {
     match cmd {
-        ModelsCommand::Push { artifact, spec, name, deploy } => push(client, artifact, spec, name, deploy, out).await,
+        ModelsCommand::Push { artifact, spec, name, deploy } => {
+            push(client, artifact, spec, name, deploy, out).await
+        }
         ModelsCommand::List => {
             let models = client.list().await?;
             out.show(&models, || {
@@ -75,7 +77,9 @@ pub async fn run(client: &Client, cmd: ModelsCommand, out: &Output) -> anyhow::R
             }
             Ok(())
         }
-        ModelsCommand::Deploy { name, version } => catalog_change(&name, client.deploy(&name, version).await?, out),
+        ModelsCommand::Deploy { name, version } => {
+            catalog_change(&name, client.deploy(&name, version).await?, out)
+        }
         ModelsCommand::Rollback { name } => catalog_change(&name, client.rollback(&name).await?, out),
         ModelsCommand::Archive { name, version } => {
             client.archive(&name, version).await?;
@@ -88,7 +92,8 @@ pub async fn run(client: &Client, cmd: ModelsCommand, out: &Output) -> anyhow::R
 fn versions_table(versions: &[ModelRecord]) -> comfy_table::Table {
     let mut t = table(&["version", "status", "digest", "size", "accuracy", "input", "created", "by"]);
     for r in versions {
-        let input = r.signature.inputs.first().map(|i| format!("{} {:?}", i.name, i.v2_shape())).unwrap_or_default();
+        let input =
+            r.signature.inputs.first().map(|i| format!("{} {:?}", i.name, i.v2_shape())).unwrap_or_default();
         t.add_row(vec![
             format!("v{}", r.version),
             r.status.to_string(),
@@ -129,9 +134,7 @@ async fn push(
     let spec_text = std::fs::read_to_string(&spec_path)
         .with_context(|| format!("cannot read the feature spec {}", spec_path.display()))?;
     let parsed = ModelSpec::parse(&spec_text).with_context(|| format!("in {}", spec_path.display()))?;
-    let name = name
-        .or(parsed.name)
-        .context("the spec has no `name`; pass --name")?;
+    let name = name.or(parsed.name).context("the spec has no `name`; pass --name")?;
     let bytes = std::fs::read(&artifact).with_context(|| format!("cannot read {}", artifact.display()))?;
     let progress = !out.json && std::io::stderr().is_terminal();
     let record = client.push(&name, spec_text, bytes, progress).await?;

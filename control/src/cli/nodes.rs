@@ -7,7 +7,17 @@ pub async fn run(client: &Client, out: &Output) -> anyhow::Result<()> {
     let mut nodes = client.nodes().await?;
     nodes.sort_by(|a, b| (&a.info.region, &a.info.id).cmp(&(&b.info.region, &b.info.id)));
     out.show(&nodes, || {
-        let mut t = table(&["region", "node", "state", "ready", "url", "catalog epoch", "models (live)", "queued", "last seen"]);
+        let mut t = table(&[
+            "region",
+            "node",
+            "state",
+            "ready",
+            "url",
+            "catalog epoch",
+            "models (live)",
+            "queued",
+            "last seen",
+        ]);
         for n in &nodes {
             let live: Vec<String> = n
                 .info

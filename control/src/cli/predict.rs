@@ -67,7 +67,9 @@ fn read_rows(path: &PathBuf) -> anyhow::Result<Vec<Map<String, Value>>> {
             }
             let mut row = Map::new();
             for (name, cell) in names.iter().zip(cells) {
-                let v: f64 = cell.parse().with_context(|| format!("line {}: {name} = {cell:?} is not a number", n + 1))?;
+                let v: f64 = cell
+                    .parse()
+                    .with_context(|| format!("line {}: {name} = {cell:?} is not a number", n + 1))?;
                 row.insert((*name).to_string(), Value::from(v));
             }
             rows.push(row);
@@ -83,7 +85,10 @@ fn read_rows(path: &PathBuf) -> anyhow::Result<Vec<Map<String, Value>>> {
 }
 
 pub async fn run(args: PredictArgs, out: &Output) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(60)).build()?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(60))
+        .build()?;
     let url = format!("{}/api/v1/models/{}/predict", args.node.trim_end_matches('/'), args.model);
     if let Some(file) = &args.file {
         return predict_file(&http, &url, file, args.batch_size.max(1)).await;
@@ -110,7 +115,11 @@ pub async fn run(args: PredictArgs, out: &Output) -> anyhow::Result<()> {
 
 async fn predict_file(http: &reqwest::Client, url: &str, file: &PathBuf, batch: usize) -> anyhow::Result<()> {
     let rows = read_rows(file)?;
-    let bar = if std::io::stderr().is_terminal() { ProgressBar::new(rows.len() as u64) } else { ProgressBar::hidden() };
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(rows.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} rows {per_sec} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),

@@ -30,12 +30,8 @@ pub struct UpArgs {
 /// is live. Safe to run again.
 pub async fn ensure_demo_models(client: &Client) -> anyhow::Result<()> {
     let catalog = client.catalog().await?;
-    let known: Vec<String> = client
-        .list()
-        .await?
-        .iter()
-        .filter_map(|m| m["name"].as_str().map(str::to_string))
-        .collect();
+    let known: Vec<String> =
+        client.list().await?.iter().filter_map(|m| m["name"].as_str().map(str::to_string)).collect();
     for demo in DEMO_MODELS {
         if !known.iter().any(|k| k == demo.name) {
             client.push(demo.name, demo.spec.to_string(), demo.onnx.to_vec(), false).await?;
@@ -50,7 +46,9 @@ pub async fn ensure_demo_models(client: &Client) -> anyhow::Result<()> {
 }
 
 fn example_row() -> String {
-    let Some(mlp) = DEMO_MODELS.iter().find(|m| m.name == "breast-cancer-mlp") else { return "{}".into() };
+    let Some(mlp) = DEMO_MODELS.iter().find(|m| m.name == "breast-cancer-mlp") else {
+        return "{}".into();
+    };
     let reference: serde_json::Value = serde_json::from_str(mlp.reference).unwrap_or_default();
     reference["rows"][0].to_string()
 }
@@ -75,14 +73,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             heartbeat_ms: 2_000,
             ..NodeConfig::default()
         };
-        nodes.push(meridian_node::spawn(config, shutdown.clone()).await.with_context(|| format!("starting node {id}"))?);
+        nodes.push(
+            meridian_node::spawn(config, shutdown.clone())
+                .await
+                .with_context(|| format!("starting node {id}"))?,
+        );
     }
     eprintln!("meridian: control at {}; pushing the demo models", control.url());
     let client = Client::new(&control.url())?;
     ensure_demo_models(&client).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !nodes.iter().all(|n| n.state.table.load().ready()) {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the nodes did not load the demo models within 60 s");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the nodes did not load the demo models within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let first = nodes[0].url();

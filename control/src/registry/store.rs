@@ -251,7 +251,9 @@ impl Registry {
             let load = |v: u32| -> TxResult<ModelRecord> {
                 match read_json(versions, &version_key(name, v))? {
                     Some(r) => Ok(r),
-                    None => abort(RegistryError::Storage(format!("history names missing version {v} of {name}"))),
+                    None => {
+                        abort(RegistryError::Storage(format!("history names missing version {v} of {name}")))
+                    }
                 }
             };
             let entry = match history.as_slice() {

@@ -1,5 +1,5 @@
 //! Real control and node servers on 127.0.0.1 port 0, each with its own temp directory.
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, dead_code)]
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -122,13 +122,8 @@ pub async fn post_json(url: &str, body: &Value) -> (u16, Value) {
 }
 
 pub async fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value) {
-    let resp = http()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
+    let resp =
+        http().post(url).header("content-type", "application/json").body(body).send().await.expect("request");
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("JSON answer"))
 }

@@ -32,9 +32,7 @@ impl TractRuntime {
     /// Load, type-check and optimise an ONNX model. Meridian serves models with one 2-D
     /// float input `[batch, features]`; anything else is refused with the reason.
     pub fn load(onnx: &[u8]) -> Result<Self, ModelError> {
-        let mut model = tract_onnx::onnx()
-            .model_for_read(&mut Cursor::new(onnx))
-            .map_err(load_err)?;
+        let mut model = tract_onnx::onnx().model_for_read(&mut Cursor::new(onnx)).map_err(load_err)?;
         let inputs = model.input_outlets().map_err(load_err)?.len();
         if inputs != 1 {
             return Err(ModelError::Signature(format!(
@@ -43,9 +41,7 @@ impl TractRuntime {
         }
         let width = input_width(&model)?;
         let batch = model.symbols.sym("N");
-        model
-            .set_input_fact(0, f32::fact([batch.to_dim(), width.to_dim()]).into())
-            .map_err(load_err)?;
+        model.set_input_fact(0, f32::fact([batch.to_dim(), width.to_dim()]).into()).map_err(load_err)?;
         let typed = model.into_optimized().map_err(load_err)?;
         let signature = read_signature(&typed, width)?;
         let plan = typed.into_runnable().map_err(load_err)?;
@@ -107,11 +103,21 @@ fn read_signature(model: &TypedModel, width: usize) -> Result<Signature, ModelEr
 fn to_data(value: &Tensor) -> Result<TensorData, ModelError> {
     let run = |e: TractError| ModelError::Run(format!("{e:#}"));
     Ok(match value.datum_type() {
-        DatumType::F32 => TensorData::F32(value.to_plain_array_view::<f32>().map_err(run)?.iter().copied().collect()),
-        DatumType::F64 => TensorData::F64(value.to_plain_array_view::<f64>().map_err(run)?.iter().copied().collect()),
-        DatumType::I32 => TensorData::I32(value.to_plain_array_view::<i32>().map_err(run)?.iter().copied().collect()),
-        DatumType::I64 => TensorData::I64(value.to_plain_array_view::<i64>().map_err(run)?.iter().copied().collect()),
-        DatumType::Bool => TensorData::Bool(value.to_plain_array_view::<bool>().map_err(run)?.iter().copied().collect()),
+        DatumType::F32 => {
+            TensorData::F32(value.to_plain_array_view::<f32>().map_err(run)?.iter().copied().collect())
+        }
+        DatumType::F64 => {
+            TensorData::F64(value.to_plain_array_view::<f64>().map_err(run)?.iter().copied().collect())
+        }
+        DatumType::I32 => {
+            TensorData::I32(value.to_plain_array_view::<i32>().map_err(run)?.iter().copied().collect())
+        }
+        DatumType::I64 => {
+            TensorData::I64(value.to_plain_array_view::<i64>().map_err(run)?.iter().copied().collect())
+        }
+        DatumType::Bool => {
+            TensorData::Bool(value.to_plain_array_view::<bool>().map_err(run)?.iter().copied().collect())
+        }
         other => return Err(ModelError::Run(format!("output of unsupported type {other:?}"))),
     })
 }
@@ -138,10 +144,7 @@ impl Runtime for TractRuntime {
         }
         let tensor = Tensor::from_shape(&[input.rows, width], &input.values)
             .map_err(|e| ModelError::Input(format!("{e:#}")))?;
-        let outputs = self
-            .plan
-            .run(tvec!(tensor.into()))
-            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let outputs = self.plan.run(tvec!(tensor.into())).map_err(|e| ModelError::Run(format!("{e:#}")))?;
         let mut tensors = Vec::with_capacity(outputs.len());
         for (value, info) in outputs.iter().zip(&self.signature.outputs) {
             tensors.push(OutputTensor {

@@ -48,6 +48,8 @@ impl LoadedModel {
     }
 
     pub fn is(&self, other: &ModelManifest) -> bool {
-        self.manifest.name == other.name && self.manifest.version == other.version && self.manifest.digest == other.digest
+        self.manifest.name == other.name
+            && self.manifest.version == other.version
+            && self.manifest.digest == other.digest
     }
 }

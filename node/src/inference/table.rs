@@ -35,7 +35,9 @@ pub enum Resolved {
     NotLoaded(String),
     UnknownModel,
     /// The model is served, but not at this version.
-    UnknownVersion { live: u32 },
+    UnknownVersion {
+        live: u32,
+    },
 }
 
 impl ServingTable {

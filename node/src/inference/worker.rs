@@ -179,6 +179,8 @@ mod tests {
         })
     }
 
+    // The std lock is held across awaits on purpose: it blocks the worker *thread*.
+    #[allow(clippy::await_holding_lock)]
     #[tokio::test]
     async fn full_queue_refuses_at_once_and_queued_jobs_are_batched_and_answered_in_order() {
         let gate = Arc::new(Mutex::new(()));
@@ -198,7 +200,10 @@ mod tests {
         let queued: Vec<_> = (0..3)
             .map(|i| pool.submit(InputBatch::new(2, 1, vec![i as f32, 10.0 + i as f32]).unwrap()).unwrap())
             .collect();
-        assert_eq!(pool.submit(InputBatch::new(1, 1, vec![9.0]).unwrap()).unwrap_err(), SubmitError::QueueFull(3));
+        assert_eq!(
+            pool.submit(InputBatch::new(1, 1, vec![9.0]).unwrap()).unwrap_err(),
+            SubmitError::QueueFull(3)
+        );
         drop(held);
         assert_eq!(first.await.unwrap().unwrap().tensors[0].data, TensorData::F32(vec![2.0]));
         for (i, rx) in queued.into_iter().enumerate() {

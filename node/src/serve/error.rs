@@ -38,11 +38,13 @@ impl ApiError {
     /// An error for a model name/version that did not resolve to a loaded model.
     pub fn unresolved(model: &str, version: Option<u32>, resolved: Resolved) -> Self {
         match resolved {
-            Resolved::Model(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "resolved model reported as error"),
-            Resolved::NoCatalog => Self::unavailable("this node has not received a catalog yet"),
-            Resolved::NotLoaded(reason) => {
-                Self::unavailable(format!("model {model:?} is deployed but not loaded on this node yet ({reason})"))
+            Resolved::Model(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "resolved model reported as error")
             }
+            Resolved::NoCatalog => Self::unavailable("this node has not received a catalog yet"),
+            Resolved::NotLoaded(reason) => Self::unavailable(format!(
+                "model {model:?} is deployed but not loaded on this node yet ({reason})"
+            )),
             Resolved::UnknownModel => Self::not_found(format!("unknown model {model:?}")),
             Resolved::UnknownVersion { live } => Self::not_found(format!(
                 "model {model:?} has no version {} on this node (live version: {live})",

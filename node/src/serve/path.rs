@@ -22,8 +22,7 @@ pub fn resolve(state: &NodeState, name: &str, version: Option<u32>) -> Result<Ar
 
 /// Parse a version from a URL segment.
 pub fn parse_version(raw: &str) -> Result<u32, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::bad_request(format!("version {raw:?} is not a positive integer")))
+    raw.parse().map_err(|_| ApiError::bad_request(format!("version {raw:?} is not a positive integer")))
 }
 
 /// Run `input` through `model`'s workers.

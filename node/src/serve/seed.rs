@@ -91,8 +91,12 @@ async fn answer(
         (Some(features), None) => (vec![features], true),
         (None, Some(rows)) if !rows.is_empty() => (rows, false),
         (None, Some(_)) => return Err(ApiError::bad_request("\"rows\" is empty")),
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("send either \"features\" (one row) or \"rows\", not both")),
-        (None, None) => return Err(ApiError::bad_request("the request needs \"features\" (one row) or \"rows\"")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("send either \"features\" (one row) or \"rows\", not both"))
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request("the request needs \"features\" (one row) or \"rows\""))
+        }
     };
     let limit = state.config.max_rows_per_request;
     if rows.len() > limit {
@@ -126,7 +130,13 @@ fn to_batch(model: &LoadedModel, rows: &[Map<String, Value>], single: bool) -> R
     let width = model.width();
     let mut values = vec![f32::NAN; rows.len() * width];
     for (r, row) in rows.iter().enumerate() {
-        let at = |msg: String| if single { msg } else { format!("rows[{r}]: {msg}") };
+        let at = |msg: String| {
+            if single {
+                msg
+            } else {
+                format!("rows[{r}]: {msg}")
+            }
+        };
         let out = &mut values[r * width..(r + 1) * width];
         let mut unknown = Vec::new();
         for (name, value) in row {
@@ -134,12 +144,14 @@ fn to_batch(model: &LoadedModel, rows: &[Map<String, Value>], single: bool) -> R
                 unknown.push(name.as_str());
                 continue;
             };
-            let v = value
-                .as_f64()
-                .ok_or_else(|| ApiError::bad_request(at(format!("feature {name:?} must be a number, got {value}"))))?;
+            let v = value.as_f64().ok_or_else(|| {
+                ApiError::bad_request(at(format!("feature {name:?} must be a number, got {value}")))
+            })?;
             let v32 = v as f32;
             if !v32.is_finite() {
-                return Err(ApiError::bad_request(at(format!("feature {name:?} = {v} is not a finite 32-bit float"))));
+                return Err(ApiError::bad_request(at(format!(
+                    "feature {name:?} = {v} is not a finite 32-bit float"
+                ))));
             }
             out[col] = v32;
         }

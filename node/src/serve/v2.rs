@@ -63,7 +63,10 @@ fn metadata(state: &AppState, name: &str, version: Option<u32>) -> Result<Json<V
     })))
 }
 
-pub async fn model_metadata(State(state): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn model_metadata(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     metadata(&state, &model, None)
 }
 
@@ -79,7 +82,10 @@ fn model_ready_answer(state: &AppState, name: &str, version: Option<u32>) -> Res
     Ok(Json(json!({ "name": name, "version": model.manifest.version.to_string(), "ready": true })))
 }
 
-pub async fn model_ready(State(state): State<AppState>, Path(model): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn model_ready(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     model_ready_answer(&state, &model, None)
 }
 
@@ -190,6 +196,26 @@ async fn infer_inner(
 }
 
 fn decode_input(model: &LoadedModel, request: &InferRequest, binary: &[u8]) -> Result<InputBatch, ApiError> {
+    let (input, rows) = check_input(model, request)?;
+    let width = model.width();
+    let count = rows.checked_mul(width).ok_or_else(|| ApiError::bad_request("input shape is too large"))?;
+    let values = input_values(input, count, binary)?;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ApiError::bad_request(format!(
+            "input {:?}: element {i} (row {}, column {}) is not finite",
+            input.name,
+            i / width,
+            i % width
+        )));
+    }
+    Ok(InputBatch { rows, width, values })
+}
+
+/// The request's one input, checked against the model's: name, datatype, `[rows, width]`.
+fn check_input<'r>(
+    model: &LoadedModel,
+    request: &'r InferRequest,
+) -> Result<(&'r InferInput, usize), ApiError> {
     let expected = &model.manifest.signature.inputs[0];
     let describe = || format!("{:?} {} {:?}", expected.name, expected.dtype.v2_name(), expected.v2_shape());
     let [input] = request.inputs.as_slice() else {
@@ -200,60 +226,50 @@ fn decode_input(model: &LoadedModel, request: &InferRequest, binary: &[u8]) -> R
         )));
     };
     if input.name != expected.name {
-        return Err(ApiError::bad_request(format!("unknown input {:?}; the model takes {}", input.name, describe())));
-    }
-    if input.datatype != "FP32" {
         return Err(ApiError::bad_request(format!(
-            "input {:?} has datatype {}; the model takes {}",
+            "unknown input {:?}; the model takes {}",
             input.name,
-            input.datatype,
             describe()
         )));
     }
-    let width = model.width();
-    let rows = match input.shape.as_slice() {
-        [rows, w] if *rows >= 1 && *w == width as i64 => *rows as usize,
-        _ => {
-            return Err(ApiError::bad_request(format!(
-                "input {:?} has shape {:?}; the model takes {}",
-                input.name,
-                input.shape,
-                describe()
-            )))
-        }
-    };
-    let count = rows
-        .checked_mul(width)
-        .ok_or_else(|| ApiError::bad_request("input shape is too large"))?;
-    let values = match (input.parameters.get("binary_data_size"), &input.data) {
+    if input.datatype != "FP32" {
+        let (name, dt) = (&input.name, &input.datatype);
+        return Err(ApiError::bad_request(format!(
+            "input {name:?} has datatype {dt}; the model takes {}",
+            describe()
+        )));
+    }
+    match input.shape.as_slice() {
+        [rows, w] if *rows >= 1 && *w == model.width() as i64 => Ok((input, *rows as usize)),
+        shape => Err(ApiError::bad_request(format!(
+            "input {:?} has shape {shape:?}; the model takes {}",
+            input.name,
+            describe()
+        ))),
+    }
+}
+
+/// The input's `count` values, from JSON `data` or from the binary part.
+fn input_values(input: &InferInput, count: usize, binary: &[u8]) -> Result<Vec<f32>, ApiError> {
+    match (input.parameters.get("binary_data_size"), &input.data) {
         (Some(size), None) => {
             let size = size
                 .as_u64()
-                .ok_or_else(|| ApiError::bad_request("binary_data_size must be a non-negative integer"))?
-                as usize;
-            if size != binary.len() {
+                .ok_or_else(|| ApiError::bad_request("binary_data_size must be a non-negative integer"))?;
+            if size != binary.len() as u64 {
                 return Err(ApiError::bad_request(format!(
                     "binary_data_size is {size} but {} bytes follow the JSON header",
                     binary.len()
                 )));
             }
-            v2_binary::f32s(binary, count, &input.name)?
+            v2_binary::f32s(binary, count, &input.name)
         }
-        (None, Some(data)) => json_values(data, count, &input.name)?,
+        (None, Some(data)) => json_values(data, count, &input.name),
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(format!("input {:?} has both data and binary_data_size", input.name)))
+            Err(ApiError::bad_request(format!("input {:?} has both data and binary_data_size", input.name)))
         }
-        (None, None) => return Err(ApiError::bad_request(format!("input {:?} has no data", input.name))),
-    };
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(ApiError::bad_request(format!(
-            "input {:?}: element {i} (row {}, column {}) is not finite",
-            input.name,
-            i / width,
-            i % width
-        )));
+        (None, None) => Err(ApiError::bad_request(format!("input {:?} has no data", input.name))),
     }
-    Ok(InputBatch { rows, width, values })
 }
 
 /// Flatten nested JSON arrays of numbers (row-major), checking the count against the shape.
@@ -297,9 +313,11 @@ fn json_data(data: &TensorData) -> Value {
     }
 }
 
-fn encode_response(model: &LoadedModel, request: &InferRequest, out: OutputBatch) -> Result<Response, ApiError> {
+/// The outputs the request asked for (all when it named none), each with whether it goes
+/// back in binary form.
+fn requested_outputs<'a>(request: &'a InferRequest, out: &'a OutputBatch) -> Vec<(&'a str, bool)> {
     let all_binary = request.parameters.get("binary_data_output").and_then(Value::as_bool) == Some(true);
-    let wanted: Vec<(&str, bool)> = match &request.outputs {
+    match &request.outputs {
         Some(list) => list
             .iter()
             .map(|o| {
@@ -308,32 +326,32 @@ fn encode_response(model: &LoadedModel, request: &InferRequest, out: OutputBatch
             })
             .collect(),
         None => out.tensors.iter().map(|t| (t.name.as_str(), all_binary)).collect(),
-    };
-    let mut outputs = Vec::with_capacity(wanted.len());
+    }
+}
+
+fn encode_response(
+    model: &LoadedModel,
+    request: &InferRequest,
+    out: OutputBatch,
+) -> Result<Response, ApiError> {
+    let mut outputs = Vec::new();
     let mut binary = Vec::new();
-    for (name, as_binary) in wanted {
-        let (tensor, info) = out
-            .tensor(name)
-            .zip(model.manifest.signature.output(name))
-            .ok_or_else(|| {
-                let names: Vec<_> = model.manifest.signature.outputs.iter().map(|o| o.name.as_str()).collect();
-                ApiError::bad_request(format!("unknown output {name:?}; the model has {names:?}"))
-            })?;
+    for (name, as_binary) in requested_outputs(request, &out) {
+        let signature = &model.manifest.signature;
+        let (tensor, info) = out.tensor(name).zip(signature.output(name)).ok_or_else(|| {
+            let names: Vec<_> = signature.outputs.iter().map(|o| o.name.as_str()).collect();
+            ApiError::bad_request(format!("unknown output {name:?}; the model has {names:?}"))
+        })?;
         let (data, parameters) = if as_binary {
             let bytes = v2_binary::encode(&tensor.data);
-            let size = bytes.len();
+            let parameters = json!({ "binary_data_size": bytes.len() });
             binary.extend_from_slice(&bytes);
-            (None, Some(json!({ "binary_data_size": size })))
+            (None, Some(parameters))
         } else {
             (Some(json_data(&tensor.data)), None)
         };
-        outputs.push(InferOutput {
-            name: tensor.name.clone(),
-            datatype: info.dtype.v2_name(),
-            shape: tensor.shape.clone(),
-            data,
-            parameters,
-        });
+        let (datatype, shape) = (info.dtype.v2_name(), tensor.shape.clone());
+        outputs.push(InferOutput { name: tensor.name.clone(), datatype, shape, data, parameters });
     }
     let mut body = json!({
         "model_name": model.manifest.name,
@@ -343,19 +361,18 @@ fn encode_response(model: &LoadedModel, request: &InferRequest, out: OutputBatch
     if let Some(id) = &request.id {
         body["id"] = json!(id);
     }
-    let json_bytes = serde_json::to_vec(&body).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut payload = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if binary.is_empty() {
-        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json_bytes).into_response());
+        return Ok(
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], payload).into_response()
+        );
     }
-    let header_len = json_bytes.len();
-    let mut payload = json_bytes;
+    let header_len = payload.len();
     payload.extend_from_slice(&binary);
-    Ok((
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
-            (header::HeaderName::from_static(v2_binary::HEADER), HeaderValue::from(header_len)),
-        ],
-        payload,
-    )
-        .into_response())
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+        (header::HeaderName::from_static(v2_binary::HEADER), HeaderValue::from(header_len)),
+    ];
+    Ok((headers, payload).into_response())
 }

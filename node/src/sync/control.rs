@@ -28,11 +28,13 @@ pub struct ControlClient {
 
 impl ControlClient {
     pub fn new(base: &str, config: &NodeConfig) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap_or_default();
-        Self { base: base.trim_end_matches('/').to_string(), http, max_artifact_bytes: config.max_artifact_bytes }
+        let http =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build().unwrap_or_default();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            max_artifact_bytes: config.max_artifact_bytes,
+        }
     }
 
     async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ControlError> {
@@ -65,7 +67,8 @@ impl ControlClient {
             .send()
             .await?;
         let mut resp = Self::check(resp).await?;
-        let too_large = || ControlError::TooLarge { digest: digest.to_string(), limit: self.max_artifact_bytes };
+        let too_large =
+            || ControlError::TooLarge { digest: digest.to_string(), limit: self.max_artifact_bytes };
         if resp.content_length().is_some_and(|n| n > self.max_artifact_bytes) {
             return Err(too_large());
         }

@@ -28,7 +28,9 @@ pub async fn follow(state: Arc<NodeState>) {
             adopt::adopt(&state, catalog, None).await;
         }
         Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "the persisted catalog is unreadable; waiting for control"),
+        Err(e) => {
+            tracing::warn!(error = %e, "the persisted catalog is unreadable; waiting for control")
+        }
     }
     let Some(url) = state.config.control_url.clone() else {
         return;
@@ -50,7 +52,8 @@ pub async fn follow(state: Arc<NodeState>) {
             Ok(catalog) => {
                 backoff = Duration::from_millis(200);
                 let current = state.table.load();
-                let newer = current.catalog.is_superseded_by(&catalog) || !current.has_catalog || !current.ready();
+                let newer =
+                    current.catalog.is_superseded_by(&catalog) || !current.has_catalog || !current.ready();
                 drop(current);
                 if newer {
                     adopt::adopt(&state, catalog, Some(&client)).await;

@@ -67,7 +67,9 @@ impl LocalStore {
 
     /// Remove artifacts no longer referenced by `keep`.
     pub fn prune(&self, keep: &std::collections::BTreeSet<&str>) {
-        let Ok(entries) = std::fs::read_dir(&self.artifacts) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.artifacts) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();

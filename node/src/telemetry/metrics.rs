@@ -62,12 +62,17 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let duration = Family::<LatencyLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let duration =
+            Family::<LatencyLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         let rows = Family::<ModelLabels, Counter>::default();
         let queue_depth = Family::<ModelLabels, Gauge>::default();
         let catalog_epoch = Gauge::default();
         let models_loaded = Gauge::default();
-        registry.register(REQUESTS, "Inference requests answered, by model, version, API and status code", requests.clone());
+        registry.register(
+            REQUESTS,
+            "Inference requests answered, by model, version, API and status code",
+            requests.clone(),
+        );
         registry.register(REQUEST_DURATION, "Time from request decoded to answer encoded", duration.clone());
         registry.register(ROWS, "Rows scored", rows.clone());
         registry.register(QUEUE_DEPTH, "Requests waiting in a model version's queue", queue_depth.clone());
@@ -89,7 +94,11 @@ impl Metrics {
             })
             .inc();
         if code == 200 {
-            let labels = LatencyLabels { model: model.to_string(), version: version.to_string(), api: api.to_string() };
+            let labels = LatencyLabels {
+                model: model.to_string(),
+                version: version.to_string(),
+                api: api.to_string(),
+            };
             self.duration.get_or_create(&labels).observe(seconds);
             self.rows
                 .get_or_create(&ModelLabels { model: model.to_string(), version: version.to_string() })

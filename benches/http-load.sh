@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Load benchmark of the HTTP/1.1 front end with wrk: req/s and latency percentiles for the MLP
+# demo model, seed API and V2 JSON, at concurrency 1, 8 and 64. Load generator and server share
+# the machine, as in the figures of docs/performance.md.
+#
+#   bash benches/http-load.sh [seconds-per-run]      (needs wrk: apt-get install wrk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+command -v wrk >/dev/null || { echo "needs wrk (Debian: apt-get install wrk)" >&2; exit 1; }
+cargo build --release --bin meridian -q
+bin=${CARGO_TARGET_DIR:-target}/release/meridian
+work=$(mktemp -d)
+port=7170
+"$bin" up --data-dir "$work/up" --port $port >"$work/up.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 300); do grep -q "meridian is up" "$work/up.log" && break; sleep 0.1; done
+grep -q "meridian is up" "$work/up.log" || { cat "$work/up.log"; exit 1; }
+node=http://127.0.0.1:$((port + 1))
+
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+ref = json.load(open("models/demo/breast-cancer-mlp/reference.json"))
+spec_features = [l.strip().strip('",') for l in open("models/demo/breast-cancer-mlp/model.toml")
+                 if l.startswith('  "')]
+row = ref["rows"][0]
+json.dump({"features": row}, open(f"{work}/seed.json", "w"))
+json.dump({"inputs": [{"name": "input", "shape": [1, len(spec_features)], "datatype": "FP32",
+                       "data": [row[f] for f in spec_features]}]}, open(f"{work}/v2.json", "w"))
+PY
+
+printf '| API | concurrency | req/s | p50 ms | p90 ms | p99 ms | non-2xx |\n|---|---:|---:|---:|---:|---:|---:|\n'
+for api in seed v2; do
+  case $api in
+    seed) url=$node/api/v1/models/breast-cancer-mlp/predict ;;
+    v2) url=$node/v2/models/breast-cancer-mlp/infer ;;
+  esac
+  for c in 1 8 64; do
+    threads=$(( c < 2 ? 1 : 2 ))
+    out=$(BODY=$work/$api.json wrk -t$threads -c$c -d${secs}s --latency -s benches/wrk/post.lua "$url")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    pct() { awk -v p="$1" '$1 == p {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; printf "%.2f", v}' <<<"$out"; }
+    non2xx=$(awk -F= '/non2xx/ {print $2}' <<<"$out")
+    printf '| %s | %d | %.0f | %s | %s | %s | %s |\n' "$api" "$c" "$rps" "$(pct 50%)" "$(pct 90%)" "$(pct 99%)" "$non2xx"
+  done
+done

@@ -1,0 +1,40 @@
+//! Every example config in `deploy/` parses and validates; bad configs report every problem.
+#![allow(clippy::unwrap_used)]
+
+use meridian_control::ControlConfig;
+use meridian_node::NodeConfig;
+
+fn deploy_file(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn example_configs_in_deploy_parse_and_validate() {
+    let control = ControlConfig::from_toml(&deploy_file("control.toml")).unwrap();
+    control.validate().unwrap();
+    let node = NodeConfig::from_toml(&deploy_file("node.toml")).unwrap();
+    node.validate().unwrap();
+    assert_eq!(node.region, "eu-west");
+    assert_eq!(node.control_url.as_deref(), Some("http://control.internal:7070"));
+    // Every deploy/*.toml is one of the two kinds.
+    for entry in std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let ok = ControlConfig::from_toml(&text).is_ok() || NodeConfig::from_toml(&text).is_ok();
+            assert!(ok, "{} is neither a control nor a node config", path.display());
+        }
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused_and_validate_reports_every_problem() {
+    let err = NodeConfig::from_toml("queue_capacty = 3").unwrap_err();
+    assert!(err.contains("queue_capacty"), "{err}");
+    let config = NodeConfig::from_toml("id = \"\"\nqueue_capacity = 0\ncontrol_url = \"ftp://x\"").unwrap();
+    let problems = config.validate().unwrap_err();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    let control = ControlConfig::from_toml("max_artifact_bytes = 1\nnode_down_after_secs = 0").unwrap();
+    assert_eq!(control.validate().unwrap_err().len(), 2);
+}

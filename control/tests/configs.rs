@@ -18,7 +18,9 @@ fn example_configs_in_deploy_parse_and_validate() {
     assert_eq!(node.region, "eu-west");
     assert_eq!(node.control_url.as_deref(), Some("http://control.internal:7070"));
     // Every deploy/*.toml is one of the two kinds.
-    for entry in std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")).unwrap() {
+    for entry in
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")).unwrap()
+    {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let text = std::fs::read_to_string(&path).unwrap();

@@ -133,11 +133,14 @@ async fn push(
     let spec_path = spec.unwrap_or_else(|| artifact.with_file_name("model.toml"));
     let spec_text = std::fs::read_to_string(&spec_path)
         .with_context(|| format!("cannot read the feature spec {}", spec_path.display()))?;
-    let parsed = ModelSpec::parse(&spec_text).with_context(|| format!("in {}", spec_path.display()))?;
-    let name = name.or(parsed.name).context("the spec has no `name`; pass --name")?;
+    let mut parsed = ModelSpec::parse(&spec_text).with_context(|| format!("in {}", spec_path.display()))?;
+    // --name wins over the spec's name: the same spec file can be pushed under another name.
+    let name = name.or(parsed.name.take()).context("the spec has no `name`; pass --name")?;
+    parsed.name = Some(name.clone());
+    let spec_json = serde_json::to_string(&parsed)?;
     let bytes = std::fs::read(&artifact).with_context(|| format!("cannot read {}", artifact.display()))?;
     let progress = !out.json && std::io::stderr().is_terminal();
-    let record = client.push(&name, spec_text, bytes, progress).await?;
+    let record = client.push(&name, spec_json, bytes, progress).await?;
     out.show(&record, || versions_table(std::slice::from_ref(&record)))?;
     if deploy {
         catalog_change(&name, client.deploy(&name, Some(record.version)).await?, out)?;

@@ -103,7 +103,7 @@ pub async fn run(args: PredictArgs, out: &Output) -> anyhow::Result<()> {
         let mut t = table(&["prediction", "confidence", "model", "version", "served by", "latency ms"]);
         t.add_row(vec![
             answer["prediction"].to_string(),
-            answer["confidence"].to_string(),
+            answer.get("confidence").map_or("-".to_string(), Value::to_string),
             answer["model"].as_str().unwrap_or_default().to_string(),
             answer["model_version"].to_string(),
             answer["served_by"].as_str().unwrap_or_default().to_string(),
@@ -133,7 +133,7 @@ async fn predict_file(http: &reqwest::Client, url: &str, file: &PathBuf, batch: 
             let line = serde_json::json!({
                 "row": i * batch + j,
                 "prediction": p["prediction"],
-                "confidence": p["confidence"],
+                "confidence": p.get("confidence"),
                 "model_version": version,
             });
             bar.suspend(|| println!("{line}"));

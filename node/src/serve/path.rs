@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::{IntoResponse, Response};
 use meridian_models::{InputBatch, OutputBatch};
 use tokio::time::Instant;
 
@@ -48,22 +49,41 @@ pub async fn run(state: &NodeState, model: &LoadedModel, input: InputBatch) -> R
 
 /// Timing and labels of one request, recorded when it is answered.
 pub struct Observation {
-    pub started: Instant,
-    pub api: &'static str,
+    started: Instant,
+    api: &'static str,
+    /// The model and version that served it, once resolved. Unresolved requests are labelled
+    /// `_unresolved`: names from URLs never become metric labels.
+    served: Option<(String, u32)>,
 }
 
 impl Observation {
     pub fn start(api: &'static str) -> Self {
-        Self { started: Instant::now(), api }
+        Self { started: Instant::now(), api, served: None }
     }
 
     pub fn elapsed_ms(&self) -> f64 {
         self.started.elapsed().as_secs_f64() * 1e3
     }
 
-    pub fn record(&self, state: &NodeState, model: &str, version: Option<u32>, code: u16, rows: usize) {
-        let version = version.map(|v| v.to_string()).unwrap_or_default();
+    pub fn served_by(&mut self, model: &LoadedModel) {
+        self.served = Some((model.manifest.name.clone(), model.manifest.version));
+    }
+
+    /// Record the outcome (the answer and the rows it scored, or the error) and answer.
+    pub fn finish(self, state: &NodeState, result: Result<(Response, usize), ApiError>) -> Response {
+        let (model, version) = match &self.served {
+            Some((m, v)) => (m.as_str(), v.to_string()),
+            None => ("_unresolved", String::new()),
+        };
         let secs = self.started.elapsed().as_secs_f64();
+        let (response, code, rows) = match result {
+            Ok((response, rows)) => (response, 200, rows),
+            Err(e) => {
+                let code = e.status.as_u16();
+                (e.into_response(), code, 0)
+            }
+        };
         state.metrics.observe(model, &version, self.api, code, secs, rows);
+        response
     }
 }

@@ -56,28 +56,16 @@ pub async fn predict(
     Path(model): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let obs = Observation::start("predict");
-    let mut served: Option<(String, u32)> = None;
-    let result = answer(&state, &model, body, &obs, &mut served).await;
-    let (label, version) = served.map_or(("_unresolved".to_string(), None), |(m, v)| (m, Some(v)));
-    match result {
-        Ok((response, rows)) => {
-            obs.record(&state, &label, version, 200, rows);
-            response
-        }
-        Err(e) => {
-            obs.record(&state, &label, version, e.status.as_u16(), 0);
-            e.into_response()
-        }
-    }
+    let mut obs = Observation::start("predict");
+    let result = answer(&state, &model, body, &mut obs).await;
+    obs.finish(&state, result)
 }
 
 async fn answer(
     state: &AppState,
     model_name: &str,
     body: Result<Bytes, BytesRejection>,
-    obs: &Observation,
-    served: &mut Option<(String, u32)>,
+    obs: &mut Observation,
 ) -> Result<(Response, usize), ApiError> {
     let request: PredictRequest = parse_json(&body?)?;
     if request.entity.is_some() {
@@ -86,7 +74,7 @@ async fn answer(
         ));
     }
     let model = resolve(state, model_name, None)?;
-    *served = Some((model.manifest.name.clone(), model.manifest.version));
+    obs.served_by(&model);
     let (rows, single) = match (request.features, request.rows) {
         (Some(features), None) => (vec![features], true),
         (None, Some(rows)) if !rows.is_empty() => (rows, false),

@@ -161,20 +161,9 @@ async fn infer_answer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let obs = Observation::start("v2");
-    let mut served = None;
-    let result = infer_inner(&state, &name, version, headers, body, &mut served).await;
-    let (label, v) = served.map_or(("_unresolved".to_string(), None), |(m, v)| (m, Some(v)));
-    match result {
-        Ok((response, rows)) => {
-            obs.record(&state, &label, v, 200, rows);
-            response
-        }
-        Err(e) => {
-            obs.record(&state, &label, v, e.status.as_u16(), 0);
-            e.into_response()
-        }
-    }
+    let mut obs = Observation::start("v2");
+    let result = infer_inner(&state, &name, version, headers, body, &mut obs).await;
+    obs.finish(&state, result)
 }
 
 async fn infer_inner(
@@ -183,12 +172,12 @@ async fn infer_inner(
     version: Option<u32>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    served: &mut Option<(String, u32)>,
+    obs: &mut Observation,
 ) -> Result<(Response, usize), ApiError> {
     let (json_part, binary) = v2_binary::split(&headers, body?)?;
     let request: InferRequest = parse_json(&json_part)?;
     let model = resolve(state, name, version)?;
-    *served = Some((model.manifest.name.clone(), model.manifest.version));
+    obs.served_by(&model);
     let input = decode_input(&model, &request, &binary)?;
     let rows = input.rows;
     let out = run(state, &model, input).await?;

@@ -47,7 +47,7 @@ async fn seed_api_bad_inputs_get_clear_errors() {
     row.remove("worst_area");
     row.remove("mean_texture");
     let (status, answer) = post_json(&url, &json!({ "rows": [r.rows[1], row] })).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 422);
     let msg = error_of(&answer);
     assert!(
         msg.starts_with("rows[1]:") && msg.contains("\"mean_texture\"") && msg.contains("\"worst_area\""),

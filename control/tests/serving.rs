@@ -62,9 +62,9 @@ fn flat(v: &Value) -> Vec<f64> {
     }
 }
 
-fn v2_request(r: &Reference, features: &[String]) -> (Value, Vec<f32>) {
+fn v2_request(r: &Reference, features: &[&str]) -> (Value, Vec<f32>) {
     let data: Vec<f32> =
-        r.rows.iter().flat_map(|row| features.iter().map(|f| row[f].as_f64().unwrap() as f32)).collect();
+        r.rows.iter().flat_map(|row| features.iter().map(|f| row[*f].as_f64().unwrap() as f32)).collect();
     let body = json!({
         "id": "req-1",
         "inputs": [{ "name": "input", "shape": [r.rows.len(), features.len()], "datatype": "FP32", "data": data }],
@@ -79,7 +79,8 @@ async fn v2_infer_batched_returns_reference_outputs_in_json_and_binary() {
     let demo = demo_model("breast-cancer-mlp").unwrap();
     let spec = meridian_models::ModelSpec::parse(demo.spec).unwrap();
     let r = reference(demo);
-    let (body, data) = v2_request(&r, &spec.features);
+    let names: Vec<&str> = spec.feature_names().collect();
+    let (body, data) = v2_request(&r, &names);
 
     for path in ["infer", "versions/1/infer"] {
         let url = format!("{}/v2/models/{}/{path}", node.url(), demo.name);

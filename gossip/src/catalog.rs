@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use meridian_models::features::FeatureView;
 use meridian_models::ModelManifest;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -13,6 +14,9 @@ pub struct Catalog {
     pub epoch: u64,
     /// Live models by name.
     pub models: BTreeMap<String, CatalogEntry>,
+    /// Feature views by name: what nodes read from the feature store by entity.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub views: BTreeMap<String, FeatureView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,7 +74,7 @@ mod tests {
             spec: ModelSpec {
                 name: None,
                 description: String::new(),
-                features: vec!["x".into()],
+                features: vec![meridian_models::features::Feature::plain("x")],
                 output: OutputSpec::Regressor { value: "v".into() },
                 metrics: Default::default(),
             },

@@ -10,6 +10,7 @@ Each model directory gets:
                   from a Softmax, labels from an ArgMax)
   model.toml      the feature spec pushed with it (ordered feature names, output meaning, metrics)
   reference.json  held-out rows with onnxruntime's outputs, which meridian's tests must reproduce
+and patients.csv holds every breast-cancer row as a feature-store entity (`patient_id`).
 
 The models are trained on a fixed split with fixed seeds, so reruns give the same files.
 """
@@ -191,6 +192,12 @@ def main():
     ]:
         model = build(x_train, y_train, mean, scale)
         write_model(name, model, features, output, {}, desc, x_test, y_test)
+
+    # Every patient as a feature-store entity (patient_id p0..p568), for predict-by-entity demos.
+    with open(os.path.join(HERE, "patients.csv"), "w") as f:
+        f.write("patient_id," + ",".join(features) + "\n")
+        for i, row in enumerate(cancer.data):
+            f.write(f"p{i}," + ",".join(repr(float(np.float32(v))) for v in row) + "\n")
 
     diabetes = load_diabetes()
     x_train, x_test, y_train, y_test = train_test_split(

@@ -7,6 +7,7 @@
 //! - [`runtime`]: the synchronous [`Runtime`](runtime::Runtime) trait and its tract CPU
 //!   implementation; the wgpu GPU runtime will implement the same trait.
 //! - [`demo`]: the demo models bundled in the binary.
+//! - [`features`]: feature definitions, transforms, feature views, row assembly.
 //! - [`interpret`]: turning output tensors into `prediction` / `confidence` per row.
 //!
 //! No I/O here beyond what the caller hands in as bytes; no threads, no async.
@@ -14,6 +15,7 @@
 pub mod demo;
 pub mod digest;
 pub mod error;
+pub mod features;
 pub mod interpret;
 pub mod manifest;
 pub mod runtime;

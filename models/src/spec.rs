@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
+use crate::features::Feature;
 use crate::signature::{DType, Signature};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,8 +17,8 @@ pub struct ModelSpec {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
-    /// Feature names in the order of the input tensor's columns.
-    pub features: Vec<String>,
+    /// The input columns, in order: each feature fills one column (or several, one-hot).
+    pub features: Vec<Feature>,
     pub output: OutputSpec,
     /// Offline metrics measured by whoever trained the model (e.g. `accuracy`, `r2`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -67,23 +68,39 @@ impl ModelSpec {
         }
     }
 
+    /// Input columns the features fill.
+    pub fn width(&self) -> usize {
+        self.features.iter().map(Feature::width).sum()
+    }
+
+    pub fn feature_names(&self) -> impl Iterator<Item = &str> {
+        self.features.iter().map(|f| f.name.as_str())
+    }
+
+    /// The feature views the spec reads from.
+    pub fn views(&self) -> std::collections::BTreeSet<&str> {
+        self.features.iter().filter_map(|f| f.view.as_deref()).collect()
+    }
+
     /// Check the spec against itself and against the graph's signature; report every problem.
     pub fn validate(&self, signature: &Signature) -> Result<(), ModelError> {
         let mut problems = Vec::new();
         let width = signature.input_width();
-        if self.features.len() != width {
+        if self.width() != width {
             problems.push(format!(
-                "the spec names {} features but the model input has {width} columns",
-                self.features.len()
+                "the spec's {} features fill {} columns but the model input has {width} columns",
+                self.features.len(),
+                self.width()
             ));
         }
         let mut seen = std::collections::HashSet::new();
         for f in &self.features {
-            if f.is_empty() {
+            if f.name.is_empty() {
                 problems.push("a feature name is empty".to_string());
-            } else if !seen.insert(f.as_str()) {
-                problems.push(format!("feature {f:?} is listed twice"));
+            } else if !seen.insert(f.name.as_str()) {
+                problems.push(format!("feature {:?} is listed twice", f.name));
             }
+            problems.extend(f.problems());
         }
         self.validate_output(signature, &mut problems);
         if problems.is_empty() {
@@ -158,7 +175,7 @@ mod tests {
         )
         .unwrap();
         let err = spec.validate(&sig(3)).unwrap_err().to_string();
-        assert!(err.contains("names 2 features but the model input has 3"), "{err}");
+        assert!(err.contains("fill 2 columns but the model input has 3"), "{err}");
         assert!(err.contains("listed twice"), "{err}");
         assert!(err.contains("\"probs\""), "{err}");
     }

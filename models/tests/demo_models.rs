@@ -11,7 +11,7 @@ fn reference_rows(spec: &ModelSpec, reference: &Value) -> (usize, Vec<f32>) {
     let mut values = Vec::new();
     for row in rows {
         for f in &spec.features {
-            values.push(row[f].as_f64().unwrap() as f32);
+            values.push(row[&f.name].as_f64().unwrap() as f32);
         }
     }
     (rows.len(), values)
@@ -25,7 +25,7 @@ fn demo_models_match_onnxruntime_reference_outputs() {
         spec.validate(runtime.signature()).unwrap();
         let reference: Value = serde_json::from_str(demo.reference).unwrap();
         let (rows, values) = reference_rows(&spec, &reference);
-        let out = runtime.run(&InputBatch::new(rows, spec.features.len(), values).unwrap()).unwrap();
+        let out = runtime.run(&InputBatch::new(rows, spec.width(), values).unwrap()).unwrap();
         for (name, expected) in reference["outputs"].as_object().unwrap() {
             let tensor = out.tensor(name).unwrap_or_else(|| panic!("{}: no output {name}", demo.name));
             let expected: Vec<f64> = expected

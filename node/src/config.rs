@@ -37,6 +37,10 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     /// Largest artifact the node downloads.
     pub max_artifact_bytes: u64,
+    /// Largest feature ingest body (NDJSON or CSV).
+    pub max_ingest_bytes: usize,
+    /// The feature store: Redis, caches, breaker.
+    pub features: crate::features::FeatureStoreConfig,
 }
 
 impl Default for NodeConfig {
@@ -57,6 +61,8 @@ impl Default for NodeConfig {
             catalog_wait_ms: 20_000,
             heartbeat_ms: 5_000,
             max_artifact_bytes: 1 << 30,
+            max_ingest_bytes: 256 << 20,
+            features: crate::features::FeatureStoreConfig::default(),
         }
     }
 }
@@ -101,6 +107,14 @@ impl NodeConfig {
         }
         if self.request_timeout_ms == 0 || self.heartbeat_ms == 0 {
             p.push("request_timeout_ms and heartbeat_ms must be positive".to_string());
+        }
+        if let Some(url) = &self.features.redis_url {
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                p.push(format!("features.redis_url {url:?} must start with redis:// or rediss://"));
+            }
+        }
+        if self.features.redis_timeout_ms == 0 || self.features.l1_capacity == 0 {
+            p.push("features.redis_timeout_ms and features.l1_capacity must be positive".to_string());
         }
         if p.is_empty() {
             Ok(())

@@ -1,6 +1,7 @@
 //! meridian-node: the serving daemon.
 //!
 //! - [`config`]: the node's typed configuration.
+//! - [`features`]: the feature store client: L1, sled, Redis, circuit breaker.
 //! - [`inference`]: loaded models, their worker threads and bounded queues, the serving table
 //!   that says which version answers; models run on worker threads, never on the executor.
 //! - [`serve`]: the HTTP/1.1 + HTTP/2 front end (seed API, Open Inference Protocol / KServe V2,
@@ -11,6 +12,7 @@
 //! - [`node`]: `spawn(config, shutdown)`: start everything, stop everything.
 
 pub mod config;
+pub mod features;
 pub mod inference;
 pub mod node;
 pub mod serve;

@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
+use crate::features::FeatureStore;
 use crate::inference::ServingTable;
 use crate::sync::store::LocalStore;
 use crate::telemetry::Metrics;
@@ -19,6 +20,7 @@ pub struct NodeState {
     pub table: ArcSwap<ServingTable>,
     pub metrics: Metrics,
     pub store: LocalStore,
+    pub features: Arc<FeatureStore>,
     pub shutdown: CancellationToken,
 }
 
@@ -61,6 +63,12 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
     config.validate().map_err(NodeError::Config)?;
     let store = LocalStore::open(&config.data_dir)
         .map_err(|source| NodeError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    let features = FeatureStore::open(config.features.clone(), &config.data_dir.join("features.sled"))
+        .map_err(|e| NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+    let features = Arc::new(features);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
@@ -72,12 +80,15 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         table: ArcSwap::from_pointee(ServingTable::default()),
         metrics: Metrics::default(),
         store,
+        features: features.clone(),
         shutdown: shutdown.clone(),
     });
     let app = crate::serve::router(state.clone());
     let sync = tokio::spawn(crate::sync::follow(state.clone()));
     let heartbeat = tokio::spawn(crate::sync::heartbeat(state.clone()));
+    let invalidations = tokio::spawn(features.follow_invalidations(shutdown.clone()));
     tracing::info!(node = %state.config.id, region = %state.config.region, %addr, "node listening");
+    let state_for_stop = state.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -85,6 +96,8 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
             .map_err(NodeError::Serve);
         let _ = sync.await;
         let _ = heartbeat.await;
+        let _ = invalidations.await;
+        state_for_stop.features.flush().await;
         served
     });
     Ok(NodeHandle { addr, state, task })

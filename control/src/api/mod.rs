@@ -3,11 +3,13 @@
 //!
 //! - [`models`]: push, list, show, deploy, rollback, archive.
 //! - [`catalog`]: the catalog (long-poll) and artifacts by digest, for nodes.
+//! - [`views`]: feature view definitions.
 //! - [`nodes`]: node heartbeats and the node list.
 
 pub mod catalog;
 pub mod models;
 pub mod nodes;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -125,6 +127,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/models/{name}/rollback", post(models::rollback))
         .route("/api/v1/catalog", get(catalog::catalog))
         .route("/api/v1/artifacts/{digest}", get(catalog::artifact))
+        .route("/api/v1/views", get(views::list))
+        .route("/api/v1/views/{name}", axum::routing::put(views::put))
         .route("/api/v1/nodes", get(nodes::list))
         .route("/api/v1/nodes/heartbeat", post(nodes::heartbeat))
         .fallback(fallback)

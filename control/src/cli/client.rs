@@ -6,6 +6,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use meridian_gossip::Catalog;
+use meridian_models::features::FeatureView;
 use reqwest::multipart::{Form, Part};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -111,6 +112,14 @@ impl Client {
 
     pub async fn catalog(&self) -> anyhow::Result<Catalog> {
         self.send(self.http.get(self.url("/api/v1/catalog"))).await
+    }
+
+    pub async fn put_view(&self, view: &FeatureView) -> anyhow::Result<Catalog> {
+        self.send(self.http.put(self.url(&format!("/api/v1/views/{}", view.name))).json(view)).await
+    }
+
+    pub async fn views(&self) -> anyhow::Result<Vec<FeatureView>> {
+        self.send(self.http.get(self.url("/api/v1/views"))).await
     }
 
     pub async fn nodes(&self) -> anyhow::Result<Vec<NodeStatus>> {

@@ -2,12 +2,13 @@
 //! nodes, and `up` (a local mesh with the demo models).
 //!
 //! - [`client`]: the control API client the commands share.
-//! - [`models`], [`predict`], [`nodes`]: operator commands; tables for people, `--json` for scripts.
+//! - [`models`], [`features`], [`predict`], [`nodes`]: operator commands; tables for people, `--json` for scripts.
 //! - [`daemons`]: `meridian control` and `meridian node` (config file, env, flags).
 //! - [`up`]: control + three nodes in three regions on loopback.
 
 pub mod client;
 pub mod daemons;
+pub mod features;
 pub mod models;
 pub mod nodes;
 pub mod output;
@@ -43,6 +44,9 @@ pub enum Command {
     /// Push, list, show, deploy, roll back and archive models.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Define feature views; write, ingest and read features.
+    #[command(subcommand)]
+    Features(features::FeaturesCommand),
     /// Predict with a model on a node.
     Predict(predict::PredictArgs),
     /// List the nodes that report to control.
@@ -56,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Control(args) => daemons::control(args).await,
         Command::Node(args) => daemons::node(args).await,
         Command::Models(cmd) => models::run(&client::Client::new(&cli.control)?, cmd, &out).await,
+        Command::Features(cmd) => features::run(&client::Client::new(&cli.control)?, cmd, &out).await,
         Command::Predict(args) => predict::run(args, &out).await,
         Command::Nodes => nodes::run(&client::Client::new(&cli.control)?, &out).await,
     }

@@ -71,7 +71,8 @@ pub async fn run(client: &Client, cmd: ModelsCommand, out: &Output) -> anyhow::R
             out.show(&versions, || versions_table(&versions))?;
             if !out.json {
                 if let Some(last) = versions.last() {
-                    println!("features ({}): {}", last.spec.features.len(), last.spec.features.join(", "));
+                    let names: Vec<&str> = last.spec.feature_names().collect();
+                    println!("features ({}): {}", names.len(), names.join(", "));
                     println!("output: {}", serde_json::to_string(&last.spec.output)?);
                 }
             }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use meridian_models::demo::DEMO_MODELS;
+use meridian_models::demo::{patients_view, reading_patients, DEMO_MODELS, PATIENTS_CSV};
+use meridian_models::ModelSpec;
 use meridian_node::NodeConfig;
 
 use super::client::Client;
@@ -29,12 +30,18 @@ pub struct UpArgs {
 /// Push each bundled demo model that control does not have yet and deploy it if nothing of it
 /// is live. Safe to run again.
 pub async fn ensure_demo_models(client: &Client) -> anyhow::Result<()> {
+    client.put_view(&patients_view()).await?;
     let catalog = client.catalog().await?;
     let known: Vec<String> =
         client.list().await?.iter().filter_map(|m| m["name"].as_str().map(str::to_string)).collect();
     for demo in DEMO_MODELS {
         if !known.iter().any(|k| k == demo.name) {
-            client.push(demo.name, demo.spec.to_string(), demo.onnx.to_vec(), false).await?;
+            // The breast-cancer models read their features from the patients view by entity.
+            let mut spec = ModelSpec::parse(demo.spec)?;
+            if demo.name.starts_with("breast-cancer") {
+                spec = reading_patients(&spec);
+            }
+            client.push(demo.name, serde_json::to_string(&spec)?, demo.onnx.to_vec(), false).await?;
             eprintln!("  pushed {}", demo.name);
         }
         if !catalog.models.contains_key(demo.name) {
@@ -90,6 +97,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // No Redis here: each node's sled is its own store, so every node gets the patients.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    for n in &nodes {
+        let url = format!("{}/api/v1/features/patients/ingest", n.url());
+        let resp = http.post(url).header("content-type", "text/csv").body(PATIENTS_CSV).send().await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "loading the demo patients failed: {}",
+            resp.text().await?
+        );
+    }
     let first = nodes[0].url();
     println!("\nmeridian is up.\n\n  control    {}", control.url());
     for (n, region) in nodes.iter().zip(REGIONS) {
@@ -100,6 +118,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!(
         "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict -H 'content-type: application/json' \\\n    -d '{{\"features\": {}}}'\n",
         example_row()
+    );
+    println!(
+        "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict -H 'content-type: application/json' \\\n    -d '{{\"entity\": {{\"patient_id\": \"p42\"}}}}'\n"
     );
     println!("  cargo run --release --bin meridian -- models list");
     println!("  cargo run --release --bin meridian -- nodes");

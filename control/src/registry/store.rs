@@ -7,6 +7,8 @@ use std::sync::Mutex;
 
 use meridian_gossip::{Catalog, CatalogEntry};
 use meridian_models::digest::sha256_hex;
+use meridian_models::features::FeatureView;
+use meridian_models::ModelSpec;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
@@ -43,6 +45,28 @@ pub struct PushRequest<'a> {
     pub artifact: &'a [u8],
     pub pushed_by: &'a str,
     pub created_at: String,
+}
+
+/// Every feature the spec reads from a view must exist in that view.
+fn check_views(spec: &ModelSpec, catalog: &Catalog) -> Result<(), RegistryError> {
+    let mut problems = Vec::new();
+    for f in &spec.features {
+        let Some(view_name) = &f.view else { continue };
+        match catalog.views.get(view_name) {
+            None => {
+                problems.push(format!("feature {:?} reads view {view_name:?}, which is not defined", f.name))
+            }
+            Some(view) if !view.features.contains_key(&f.name) => {
+                problems.push(format!("feature view {view_name:?} has no feature {:?}", f.name));
+            }
+            Some(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid(format!("invalid feature spec: {}", problems.join("; "))))
+    }
 }
 
 pub struct Registry {
@@ -140,10 +164,36 @@ impl Registry {
         }
     }
 
+    /// Define or replace a feature view; it reaches nodes in the catalog.
+    pub fn put_view(&self, view: FeatureView) -> Result<Catalog, RegistryError> {
+        let problems = view.problems();
+        if !problems.is_empty() {
+            return Err(RegistryError::Invalid(format!(
+                "feature view {:?}: {}",
+                view.name,
+                problems.join("; ")
+            )));
+        }
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.catalog.transaction(|tree| {
+            let mut catalog: Catalog = read_json(tree, CATALOG_KEY)?.unwrap_or_default();
+            if catalog.views.get(&view.name) != Some(&view) {
+                catalog.views.insert(view.name.clone(), view.clone());
+                catalog.epoch += 1;
+                write_json(tree, CATALOG_KEY, &catalog)?;
+            }
+            Ok(catalog)
+        });
+        let catalog = unwrap_tx(result)?;
+        self.db.flush()?;
+        Ok(catalog)
+    }
+
     /// Validate and store a new version (status `staged`). Nothing is written unless the
     /// artifact loads, fits its spec and runs.
     pub fn push(&self, req: PushRequest<'_>) -> Result<ModelRecord, RegistryError> {
         let validated = validate_push(req.name, req.spec, req.artifact)?;
+        check_views(&validated.spec, &self.catalog()?)?;
         let digest = sha256_hex(req.artifact);
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let version = self.versions(req.name)?.last().map_or(1, |r| r.version + 1);

@@ -33,7 +33,7 @@ pub fn validate_push(name: &str, spec_text: &str, artifact: &[u8]) -> Result<Val
     spec.validate(runtime.signature()).map_err(invalid)?;
     // A sample row of zeros (the standardized mean for most tabular models) must run and
     // produce something the spec can read.
-    let width = spec.features.len();
+    let width = spec.width();
     let sample = InputBatch::new(1, width, vec![0.0; width]).map_err(invalid)?;
     let out = runtime
         .run(&sample)

@@ -1,6 +1,5 @@
 //! A model version loaded into a runtime, warmed up, with its worker pool.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use meridian_models::runtime::tract::TractRuntime;
@@ -11,8 +10,6 @@ use super::worker::{PoolConfig, WorkerPool};
 pub struct LoadedModel {
     pub manifest: ModelManifest,
     pub runtime_name: String,
-    /// Feature name → input column, from the spec.
-    pub columns: HashMap<String, usize>,
     pub pool: WorkerPool,
 }
 
@@ -33,18 +30,17 @@ impl LoadedModel {
                 manifest.name, manifest.version
             )));
         }
-        let width = manifest.spec.features.len();
+        let width = manifest.spec.width();
         runtime.run(&InputBatch::new(1, width, vec![0.0; width])?)?;
         let runtime: Arc<dyn Runtime> = Arc::new(runtime);
         let label = format!("{}-v{}", manifest.name, manifest.version);
         let pool = WorkerPool::start(&label, runtime.clone(), pool)
             .map_err(|e| ModelError::Run(format!("cannot start worker threads: {e}")))?;
-        let columns = manifest.spec.features.iter().enumerate().map(|(i, f)| (f.clone(), i)).collect();
-        Ok(Self { runtime_name: runtime.name().to_string(), manifest, columns, pool })
+        Ok(Self { runtime_name: runtime.name().to_string(), manifest, pool })
     }
 
     pub fn width(&self) -> usize {
-        self.manifest.spec.features.len()
+        self.manifest.spec.width()
     }
 
     pub fn is(&self, other: &ModelManifest) -> bool {

@@ -26,6 +26,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let table = state.table.load();
+    state.metrics.feature_breaker_open.set(i64::from(state.features.breaker_open()));
     state.metrics.queue_depth.clear();
     for (m, _) in table.loaded() {
         let labels = crate::telemetry::metrics::ModelLabels {

@@ -4,9 +4,11 @@
 //! - [`seed`]: `POST /api/v1/models/{model}/predict` (one row or many).
 //! - [`v2`], [`v2_binary`]: the Open Inference Protocol (KServe V2) REST API with the binary
 //!   tensor data extension.
+//! - [`features`]: feature writes, reads and bulk ingest.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 
 pub mod error;
+pub mod features;
 pub mod health;
 pub mod path;
 pub mod seed;
@@ -36,6 +38,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/api/v1/models/{model}/predict", post(seed::predict))
         .route("/api/v1/node", get(health::node))
+        .route("/api/v1/features/{view}/{entity}", get(features::get).put(features::put))
+        .route(
+            "/api/v1/features/{view}/ingest",
+            post(features::ingest).layer(DefaultBodyLimit::max(state.config.max_ingest_bytes)),
+        )
         .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))

@@ -3,20 +3,26 @@
 //! One row: `{"features": {"f1": 1.0, ...}}` →
 //! `{"prediction", "confidence", "latency_ms", "model", "model_version", "request_id", "served_by"}`.
 //! Many rows: `{"rows": [{"f1": 1.0, ...}, ...]}` → the same with `"predictions": [...]`.
+//! By entity: `{"entity": {"patient_id": "p42"}, "features": {...}}`: the model's view features
+//! are read from the feature store; request features override them; defaults fill the rest.
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use meridian_models::features::{assemble_row, AssembleError};
 use meridian_models::interpret::{predictions, Prediction};
 use meridian_models::InputBatch;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::error::{parse_json, ApiError};
 use super::path::{resolve, run, Observation};
 use super::AppState;
+use crate::features::row::StoredRow;
 use crate::inference::LoadedModel;
 
 #[derive(Debug, Deserialize)]
@@ -24,7 +30,7 @@ use crate::inference::LoadedModel;
 struct PredictRequest {
     features: Option<Map<String, Value>>,
     rows: Option<Vec<Map<String, Value>>>,
-    entity: Option<Value>,
+    entity: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -34,6 +40,12 @@ struct Meta<'a> {
     model_version: u32,
     request_id: String,
     served_by: &'a str,
+    /// Features that took the spec's default (one-row requests).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    defaulted: Vec<String>,
+    /// Stored features came from a stale local copy because the shared store is unreachable.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    degraded: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,29 +80,31 @@ async fn answer(
     obs: &mut Observation,
 ) -> Result<(Response, usize), ApiError> {
     let request: PredictRequest = parse_json(&body?)?;
-    if request.entity.is_some() {
-        return Err(ApiError::bad_request(
-            "\"entity\" lookups need a feature store, which this node does not have; send \"features\"",
-        ));
-    }
     let model = resolve(state, model_name, None)?;
     obs.served_by(&model);
     let (rows, single) = match (request.features, request.rows) {
         (Some(features), None) => (vec![features], true),
-        (None, Some(rows)) if !rows.is_empty() => (rows, false),
-        (None, Some(_)) => return Err(ApiError::bad_request("\"rows\" is empty")),
+        (None, None) if request.entity.is_some() => (vec![Map::new()], true),
+        (None, Some(rows)) if !rows.is_empty() && request.entity.is_none() => (rows, false),
+        (None, Some(rows)) if rows.is_empty() => return Err(ApiError::bad_request("\"rows\" is empty")),
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "\"entity\" goes with one row (\"features\"), not with \"rows\"",
+            ))
+        }
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request("send either \"features\" (one row) or \"rows\", not both"))
         }
         (None, None) => {
-            return Err(ApiError::bad_request("the request needs \"features\" (one row) or \"rows\""))
+            return Err(ApiError::bad_request("the request needs \"features\", \"entity\" or \"rows\""))
         }
     };
     let limit = state.config.max_rows_per_request;
     if rows.len() > limit {
         return Err(ApiError::too_large(format!("{} rows in one request; the limit is {limit}", rows.len())));
     }
-    let input = to_batch(&model, &rows, single)?;
+    let stored = lookup_entities(state, &model, request.entity.as_ref()).await?;
+    let (input, defaulted) = to_batch(&model, &rows, single, &stored)?;
     let n = input.rows;
     let out = run(state, &model, input).await?;
     let mut predictions = predictions(&model.manifest.spec.output, &out)?;
@@ -100,6 +114,8 @@ async fn answer(
         model_version: model.manifest.version,
         request_id: uuid::Uuid::new_v4().to_string(),
         served_by: &state.config.id,
+        defaulted,
+        degraded: stored.degraded,
     };
     let response = match (single, predictions.pop()) {
         (true, Some(prediction)) => Json(SingleResponse { prediction, meta }).into_response(),
@@ -112,54 +128,88 @@ async fn answer(
     Ok((response, n))
 }
 
-/// Rows of named features → the model's input columns, naming every unknown, missing or
-/// non-numeric feature.
-fn to_batch(model: &LoadedModel, rows: &[Map<String, Value>], single: bool) -> Result<InputBatch, ApiError> {
-    let width = model.width();
-    let mut values = vec![f32::NAN; rows.len() * width];
-    for (r, row) in rows.iter().enumerate() {
-        let at = |msg: String| {
-            if single {
-                msg
-            } else {
-                format!("rows[{r}]: {msg}")
+/// Rows read from the feature store for one request, by view.
+#[derive(Debug, Default)]
+struct Stored {
+    rows: HashMap<String, Option<Arc<StoredRow>>>,
+    degraded: bool,
+}
+
+/// Look up the request's entity in every view the model reads, concurrently.
+async fn lookup_entities(
+    state: &AppState,
+    model: &LoadedModel,
+    entity: Option<&Map<String, Value>>,
+) -> Result<Stored, ApiError> {
+    let Some(entity) = entity else { return Ok(Stored::default()) };
+    let wanted = model.manifest.spec.views();
+    if wanted.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "model {:?} reads no feature views; send its \"features\"",
+            model.manifest.name
+        )));
+    }
+    let table = state.table.load();
+    let mut lookups = Vec::new();
+    for name in wanted {
+        let view = table.catalog.views.get(name).cloned().ok_or_else(|| {
+            ApiError::unavailable(format!("feature view {name:?} is not in this node's catalog yet"))
+        })?;
+        let id = match entity.get(&view.entity) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "\"entity\" needs a string or number {:?} for feature view {name:?}",
+                    view.entity
+                )))
             }
         };
-        let out = &mut values[r * width..(r + 1) * width];
-        let mut unknown = Vec::new();
-        for (name, value) in row {
-            let Some(&col) = model.columns.get(name) else {
-                unknown.push(name.as_str());
-                continue;
-            };
-            let v = value.as_f64().ok_or_else(|| {
-                ApiError::bad_request(at(format!("feature {name:?} must be a number, got {value}")))
-            })?;
-            let v32 = v as f32;
-            if !v32.is_finite() {
-                return Err(ApiError::bad_request(at(format!(
-                    "feature {name:?} = {v} is not a finite 32-bit float"
-                ))));
+        lookups.push(async move {
+            let found = state.features.get(&view, &id).await;
+            (view.name, found)
+        });
+    }
+    drop(table);
+    let mut stored = Stored::default();
+    for (view, found) in futures_util::future::join_all(lookups).await {
+        state.metrics.feature_lookup(found.tier.label(), found.row.is_some());
+        stored.degraded |= found.degraded;
+        stored.rows.insert(view, found.row);
+    }
+    Ok(stored)
+}
+
+/// Rows of named features (with stored values and defaults) → the model's input columns.
+fn to_batch(
+    model: &LoadedModel,
+    rows: &[Map<String, Value>],
+    single: bool,
+    stored: &Stored,
+) -> Result<(InputBatch, Vec<String>), ApiError> {
+    let width = model.width();
+    let features = &model.manifest.spec.features;
+    let mut values = Vec::with_capacity(rows.len() * width);
+    let mut defaulted = Vec::new();
+    let lookup = |view: &str, feature: &str| stored.rows.get(view)?.as_ref()?.values.get(feature).cloned();
+    for (r, row) in rows.iter().enumerate() {
+        let at = |msg: String| if single { msg } else { format!("rows[{r}]: {msg}") };
+        match assemble_row(features, width, row, lookup) {
+            Ok(assembled) => {
+                values.extend_from_slice(&assembled.values);
+                if single {
+                    defaulted = assembled.defaulted;
+                }
             }
-            out[col] = v32;
-        }
-        if !unknown.is_empty() {
-            return Err(ApiError::bad_request(at(format!(
-                "unknown features {unknown:?}; model {:?} takes {:?}",
-                model.manifest.name, model.manifest.spec.features
-            ))));
-        }
-        if row.len() < width {
-            let missing: Vec<&str> = model
-                .manifest
-                .spec
-                .features
-                .iter()
-                .filter(|f| !row.contains_key(f.as_str()))
-                .map(String::as_str)
-                .collect();
-            return Err(ApiError::bad_request(at(format!("missing features {missing:?}"))));
+            Err(AssembleError::Unknown(names)) => {
+                let takes: Vec<&str> = model.manifest.spec.feature_names().collect();
+                let msg =
+                    format!("unknown features {names:?}; model {:?} takes {takes:?}", model.manifest.name);
+                return Err(ApiError::bad_request(at(msg)));
+            }
+            Err(e @ AssembleError::Missing(_)) => return Err(ApiError::unprocessable(at(e.to_string()))),
+            Err(e @ AssembleError::Invalid(_)) => return Err(ApiError::bad_request(at(e.to_string()))),
         }
     }
-    Ok(InputBatch { rows: rows.len(), width, values })
+    Ok((InputBatch { rows: rows.len(), width, values }, defaulted))
 }

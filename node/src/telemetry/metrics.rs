@@ -13,6 +13,16 @@ pub const ROWS: &str = "meridian_rows";
 pub const QUEUE_DEPTH: &str = "meridian_queue_depth";
 pub const CATALOG_EPOCH: &str = "meridian_catalog_epoch";
 pub const MODELS_LOADED: &str = "meridian_models_loaded";
+pub const FEATURE_LOOKUPS: &str = "meridian_feature_lookups";
+pub const FEATURE_BREAKER_OPEN: &str = "meridian_feature_breaker_open";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    /// `l1`, `sled`, `redis` or `sled_stale`.
+    pub tier: &'static str,
+    /// `hit` (a row was found) or `miss`.
+    pub result: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -45,6 +55,8 @@ pub struct Metrics {
     pub queue_depth: Family<ModelLabels, Gauge>,
     pub catalog_epoch: Gauge,
     pub models_loaded: Gauge,
+    pub feature_lookups: Family<LookupLabels, Counter>,
+    pub feature_breaker_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -78,7 +90,29 @@ impl Default for Metrics {
         registry.register(QUEUE_DEPTH, "Requests waiting in a model version's queue", queue_depth.clone());
         registry.register(CATALOG_EPOCH, "Epoch of the catalog this node serves", catalog_epoch.clone());
         registry.register(MODELS_LOADED, "Model versions loaded (live and previous)", models_loaded.clone());
-        Self { registry, requests, duration, rows, queue_depth, catalog_epoch, models_loaded }
+        let feature_lookups = Family::<LookupLabels, Counter>::default();
+        let feature_breaker_open = Gauge::default();
+        registry.register(
+            FEATURE_LOOKUPS,
+            "Feature store lookups by the tier that answered",
+            feature_lookups.clone(),
+        );
+        registry.register(
+            FEATURE_BREAKER_OPEN,
+            "1 while the circuit breaker in front of Redis is open",
+            feature_breaker_open.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            rows,
+            queue_depth,
+            catalog_epoch,
+            models_loaded,
+            feature_lookups,
+            feature_breaker_open,
+        }
     }
 }
 
@@ -104,6 +138,11 @@ impl Metrics {
                 .get_or_create(&ModelLabels { model: model.to_string(), version: version.to_string() })
                 .inc_by(rows as u64);
         }
+    }
+
+    pub fn feature_lookup(&self, tier: &'static str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.feature_lookups.get_or_create(&LookupLabels { tier, result }).inc();
     }
 
     pub fn encode(&self) -> String {

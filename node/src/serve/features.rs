@@ -1,0 +1,230 @@
+//! Feature writes and reads: one entity (`PUT`/`GET /api/v1/features/{view}/{entity}`) and bulk
+//! ingest (`POST /api/v1/features/{view}/ingest`, NDJSON or CSV). Every value is checked
+//! against the view's types; a bad line is refused with its number and the rest still lands.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use bytes::Bytes;
+use meridian_models::features::FeatureView;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::error::{parse_json, ApiError};
+use super::AppState;
+use crate::features::row::{unix_ms, StoredRow};
+use crate::features::FeatureStoreError;
+
+/// Longest line (row) accepted in an ingest.
+const MAX_LINE_BYTES: usize = 64 << 10;
+/// Refused lines listed in an ingest answer (all are counted).
+const MAX_LISTED: usize = 1_000;
+/// Rows written to the store per call during an ingest.
+const WRITE_CHUNK: usize = 10_000;
+
+fn view_of(state: &AppState, name: &str) -> Result<FeatureView, ApiError> {
+    state.table.load().catalog.views.get(name).cloned().ok_or_else(|| {
+        ApiError::not_found(format!(
+            "unknown feature view {name:?} (views are defined with `meridian features apply`)"
+        ))
+    })
+}
+
+impl From<FeatureStoreError> for ApiError {
+    fn from(e: FeatureStoreError) -> Self {
+        match e {
+            FeatureStoreError::Unavailable(_) => ApiError::unavailable(e.to_string()),
+            FeatureStoreError::Local(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+/// Check one row of named values against `view`; the entity key is taken out when `with_key`.
+fn check_row(
+    view: &FeatureView,
+    values: &Map<String, Value>,
+    skip: Option<&str>,
+) -> Result<StoredRow, String> {
+    let mut row = StoredRow { values: BTreeMap::new(), written_at_ms: unix_ms() };
+    for (name, value) in values {
+        if Some(name.as_str()) == skip || value.is_null() {
+            continue;
+        }
+        row.values.insert(name.clone(), view.check(name, value)?);
+    }
+    if row.values.is_empty() {
+        return Err("no feature values".to_string());
+    }
+    Ok(row)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteRequest {
+    features: Map<String, Value>,
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    Path((view, entity)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let view = view_of(&state, &view)?;
+    let request: WriteRequest = parse_json(&body?)?;
+    let row = check_row(&view, &request.features, None).map_err(ApiError::bad_request)?;
+    state.features.write(&view, vec![(entity, row)]).await?;
+    Ok(Json(json!({ "written": 1, "store": state.features.kind() })))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path((view, entity)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let view = view_of(&state, &view)?;
+    let found = state.features.get(&view, &entity).await;
+    let row = found.row.ok_or_else(|| {
+        ApiError::not_found(format!("no row for {:?} {entity:?} in view {:?}", view.entity, view.name))
+    })?;
+    Ok(Json(json!({
+        "view": view.name,
+        view.entity.clone(): entity,
+        "features": row.values,
+        "age_ms": row.age_ms(unix_ms()),
+        "source": found.tier.label(),
+        "degraded": found.degraded,
+    })))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Refused {
+    pub line: usize,
+    pub error: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngestSummary {
+    pub view: String,
+    pub written: usize,
+    pub refused_count: usize,
+    /// The first refused lines (1-based line numbers of the body).
+    pub refused: Vec<Refused>,
+    pub store: &'static str,
+}
+
+fn parse_ndjson(
+    view: &FeatureView,
+    text: &str,
+    rows: &mut Vec<(String, StoredRow)>,
+    refused: &mut Vec<Refused>,
+) {
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let line_no = i + 1;
+        let parsed = if line.len() > MAX_LINE_BYTES {
+            Err(format!("line longer than {MAX_LINE_BYTES} bytes"))
+        } else {
+            serde_json::from_str::<Map<String, Value>>(line)
+                .map_err(|e| format!("not a JSON object: {e}"))
+                .and_then(|obj| entity_row(view, &obj))
+        };
+        match parsed {
+            Ok(row) => rows.push(row),
+            Err(error) => refused.push(Refused { line: line_no, error }),
+        }
+    }
+}
+
+fn entity_row(view: &FeatureView, obj: &Map<String, Value>) -> Result<(String, StoredRow), String> {
+    let entity = match obj.get(&view.entity) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(format!("missing the entity key {:?}", view.entity)),
+    };
+    Ok((entity, check_row(view, obj, Some(&view.entity))?))
+}
+
+fn parse_csv(
+    view: &FeatureView,
+    text: &str,
+    rows: &mut Vec<(String, StoredRow)>,
+    refused: &mut Vec<Refused>,
+) {
+    let mut reader =
+        csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let header: Vec<String> = match reader.headers() {
+        Ok(h) => h.iter().map(str::to_string).collect(),
+        Err(e) => return refused.push(Refused { line: 1, error: format!("unreadable header: {e}") }),
+    };
+    for record in reader.records() {
+        let (line, result) = match record {
+            Ok(r) => {
+                let line = r.position().map_or(0, |p| p.line() as usize);
+                (line, csv_row(view, &header, &r))
+            }
+            Err(e) => (e.position().map_or(0, |p| p.line() as usize), Err(format!("malformed CSV: {e}"))),
+        };
+        match result {
+            Ok(row) => rows.push(row),
+            Err(error) => refused.push(Refused { line, error }),
+        }
+    }
+}
+
+fn csv_row(
+    view: &FeatureView,
+    header: &[String],
+    record: &csv::StringRecord,
+) -> Result<(String, StoredRow), String> {
+    if record.len() != header.len() {
+        return Err(format!("{} cells, the header has {}", record.len(), header.len()));
+    }
+    let mut obj = Map::new();
+    for (name, cell) in header.iter().zip(record.iter()) {
+        if cell.is_empty() {
+            continue;
+        }
+        let value = match view.features.get(name) {
+            Some(meridian_models::features::FeatureType::String) => Value::String(cell.to_string()),
+            _ if name == &view.entity => Value::String(cell.to_string()),
+            _ => serde_json::from_str::<Value>(cell)
+                .map_err(|_| format!("{name} = {cell:?} is not a number or bool"))?,
+        };
+        obj.insert(name.clone(), value);
+    }
+    entity_row(view, &obj)
+}
+
+pub async fn ingest(
+    State(state): State<AppState>,
+    Path(view): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<IngestSummary>, ApiError> {
+    let view = view_of(&state, &view)?;
+    let body = body?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not UTF-8: {e}")))?;
+    let is_csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/csv"));
+    let (mut rows, mut refused) = (Vec::new(), Vec::new());
+    if is_csv {
+        parse_csv(&view, text, &mut rows, &mut refused);
+    } else {
+        parse_ndjson(&view, text, &mut rows, &mut refused);
+    }
+    let mut written = 0;
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(WRITE_CHUNK));
+        written += state.features.write(&view, std::mem::replace(&mut rows, rest)).await?;
+    }
+    let refused_count = refused.len();
+    refused.truncate(MAX_LISTED);
+    Ok(Json(IngestSummary { view: view.name, written, refused_count, refused, store: state.features.kind() }))
+}

@@ -14,7 +14,7 @@ say() { printf '\n== %s\n' "$*"; }
 
 # --- system packages --------------------------------------------------------------------------
 # What the tests need from the OS, as "command:debian-package".
-needs=("python3:python3" "curl:curl")
+needs=("python3:python3" "curl:curl" "redis-server:redis-server")
 missing=()
 for need in "${needs[@]}"; do
   command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need##*:}")

@@ -1,6 +1,8 @@
 //! Real control and node servers on 127.0.0.1 port 0, each with its own temp directory.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod redis;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -30,7 +30,9 @@ impl Transform {
             Transform::Standardize { std, .. } if !(std.is_finite() && *std > 0.0) => {
                 Some(format!("standardize needs std > 0, got {std}"))
             }
-            Transform::MinMax { min, max } | Transform::Clip { min, max } if !(min < max) => {
+            Transform::MinMax { min, max } | Transform::Clip { min, max }
+                if min.partial_cmp(max) != Some(std::cmp::Ordering::Less) =>
+            {
                 Some(format!("needs min < max, got min {min}, max {max}"))
             }
             Transform::OneHot { categories } if categories.is_empty() => {

@@ -39,15 +39,17 @@ impl Breaker {
     }
 
     /// Whether a call may go to the store now. In the open state, the first call after
-    /// `open_for` becomes the half-open probe; others keep being refused until it reports.
+    /// `open_for` becomes the half-open probe; others keep being refused until it reports. A
+    /// probe that never reports (its caller went away) is replaced after another `open_for`.
     pub fn allow(&mut self, now: Instant) -> bool {
         match self.state {
             BreakerState::Closed => true,
-            BreakerState::HalfOpen => false,
-            BreakerState::Open => {
+            BreakerState::HalfOpen | BreakerState::Open => {
                 let due = self.opened_at.is_none_or(|t| now.saturating_duration_since(t) >= self.open_for);
                 if due {
                     self.state = BreakerState::HalfOpen;
+                    // The probe's own deadline: counted from when it was let through.
+                    self.opened_at = Some(now);
                 }
                 due
             }
@@ -87,9 +89,11 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Open);
         assert!(!b.allow(t0 + Duration::from_secs(1)));
         assert!(b.allow(t0 + Duration::from_secs(2)), "one probe after the wait");
-        assert!(!b.allow(t0 + Duration::from_secs(2)), "only one probe at a time");
+        assert!(!b.allow(t0 + Duration::from_secs(3)), "only one probe at a time");
+        assert!(b.allow(t0 + Duration::from_secs(4)), "a probe that never reported is replaced");
         b.failure(t0 + Duration::from_secs(2));
         assert_eq!(b.state(), BreakerState::Open, "a failed probe opens again");
+        assert!(!b.allow(t0 + Duration::from_secs(3)));
         assert!(b.allow(t0 + Duration::from_secs(4)));
         b.success();
         assert_eq!(b.state(), BreakerState::Closed);

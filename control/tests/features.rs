@@ -321,3 +321,50 @@ async fn the_sled_cache_survives_a_node_restart() {
     node.stop().await;
     control.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_result_cache_never_serves_an_old_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = Control::start(dir.path()).await;
+    control.client.put_view(&patients_view()).await.unwrap();
+    let (logreg, mlp) = (demo_model("breast-cancer-logreg").unwrap(), demo_model("breast-cancer-mlp").unwrap());
+    for demo in [logreg, mlp] {
+        let mut spec = reading_patients(&ModelSpec::parse(demo.spec).unwrap());
+        spec.name = None;
+        control.client.push("m", serde_json::to_string(&spec).unwrap(), demo.onnx.to_vec(), false).await.unwrap();
+    }
+    control.client.deploy("m", Some(1)).await.unwrap();
+    let mut config = node_config("n", Some(control.url()), &dir.path().join("n"));
+    config.result_cache_capacity = 10_000;
+    let node = Node::start(config).await;
+    node.wait_live("m", 1).await;
+    let r = reference(mlp);
+    ingest(&node, "patients", reference_ndjson(&r), "application/x-ndjson").await;
+    let url = format!("{}/api/v1/models/m/predict", node.url());
+    let body = json!({ "entity": { "patient_id": "ref2" } });
+    let first = post_json(&url, &body).await.1;
+    assert_eq!(post_json(&url, &body).await.1["prediction"], first["prediction"]);
+    // A feature write changes the input vector: a new answer, not the cached one.
+    let resp = http()
+        .put(format!("{}/api/v1/features/patients/ref2", node.url()))
+        .json(&json!({ "features": { "worst_area": 4000.0, "worst_radius": 40.0 } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let after_write = post_json(&url, &body).await.1;
+    assert_ne!(after_write["prediction"], first["prediction"]);
+    // A deploy changes the version: v2's own answer.
+    control.client.deploy("m", Some(2)).await.unwrap();
+    node.wait_live("m", 2).await;
+    let mut row = r.rows[2].clone();
+    row.insert("worst_area".into(), json!(4000.0));
+    row.insert("worst_radius".into(), json!(40.0));
+    let expected = post_json(&url, &json!({ "features": row })).await.1;
+    let after_deploy = post_json(&url, &body).await.1;
+    assert_eq!(after_deploy["model_version"], 2);
+    assert_eq!(after_deploy["prediction"], expected["prediction"]);
+    assert_ne!(after_deploy["prediction"], after_write["prediction"]);
+    node.stop().await;
+    control.stop().await;
+}

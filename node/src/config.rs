@@ -37,6 +37,9 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     /// Largest artifact the node downloads.
     pub max_artifact_bytes: u64,
+    /// One-row answers kept by (model, version, input vector); 0 turns the cache off.
+    pub result_cache_capacity: u64,
+    pub result_cache_ttl_secs: u64,
     /// Largest feature ingest body (NDJSON or CSV).
     pub max_ingest_bytes: usize,
     /// The feature store: Redis, caches, breaker.
@@ -62,6 +65,8 @@ impl Default for NodeConfig {
             heartbeat_ms: 5_000,
             max_artifact_bytes: 1 << 30,
             max_ingest_bytes: 256 << 20,
+            result_cache_capacity: 0,
+            result_cache_ttl_secs: 300,
             features: crate::features::FeatureStoreConfig::default(),
         }
     }

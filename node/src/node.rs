@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::features::FeatureStore;
+use crate::inference::result_cache::ResultCache;
 use crate::inference::ServingTable;
 use crate::sync::store::LocalStore;
 use crate::telemetry::Metrics;
@@ -21,6 +22,7 @@ pub struct NodeState {
     pub metrics: Metrics,
     pub store: LocalStore,
     pub features: Arc<FeatureStore>,
+    pub results: ResultCache,
     pub shutdown: CancellationToken,
 }
 
@@ -74,6 +76,8 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(NodeError::Serve)?;
     let url = config.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let results =
+        ResultCache::new(config.result_cache_capacity, std::time::Duration::from_secs(config.result_cache_ttl_secs));
     let state = Arc::new(NodeState {
         config,
         url,
@@ -81,6 +85,7 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         metrics: Metrics::default(),
         store,
         features: features.clone(),
+        results,
         shutdown: shutdown.clone(),
     });
     let app = crate::serve::router(state.clone());

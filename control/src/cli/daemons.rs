@@ -37,6 +37,9 @@ pub struct NodeArgs {
     pub control_url: Option<String>,
     #[arg(long, env = "MERIDIAN_NODE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Redis for the shared feature store (`redis://host:6379/0`); default: node-local sled.
+    #[arg(long, env = "MERIDIAN_NODE_REDIS_URL")]
+    pub redis_url: Option<String>,
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<String> {
@@ -111,6 +114,9 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.data_dir {
         config.data_dir = v;
+    }
+    if args.redis_url.is_some() {
+        config.features.redis_url = args.redis_url;
     }
     let shutdown = shutdown_on_signal();
     let handle = meridian_node::spawn(config, shutdown).await?;

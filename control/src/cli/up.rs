@@ -25,6 +25,9 @@ pub struct UpArgs {
     /// Control listens on this port, the nodes on the next three.
     #[arg(long, default_value_t = 7070)]
     pub port: u16,
+    /// A Redis every node shares as the feature store; default: each node's own sled.
+    #[arg(long)]
+    pub redis: Option<String>,
 }
 
 /// Push each bundled demo model that control does not have yet and deploy it if nothing of it
@@ -80,6 +83,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             heartbeat_ms: 2_000,
             ..NodeConfig::default()
         };
+        let mut config = config;
+        config.features.redis_url = args.redis.clone();
         nodes.push(
             meridian_node::spawn(config, shutdown.clone())
                 .await
@@ -97,9 +102,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // No Redis here: each node's sled is its own store, so every node gets the patients.
+    // Without Redis each node's sled is its own store, so every node gets the patients.
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    for n in &nodes {
+    let loaders = if args.redis.is_some() { &nodes[..1] } else { &nodes[..] };
+    for n in loaders {
         let url = format!("{}/api/v1/features/patients/ingest", n.url());
         let resp = http.post(url).header("content-type", "text/csv").body(PATIENTS_CSV).send().await?;
         anyhow::ensure!(

@@ -2,9 +2,11 @@
 //!
 //! - [`worker`]: a bounded queue per model version and the threads that drain it in batches.
 //! - [`loaded`]: a model version loaded, warmed up and ready to take rows.
+//! - [`result_cache`]: answers of one-row predictions by model, version and input vector.
 //! - [`table`]: which loaded version answers for each model name; swapped atomically.
 
 pub mod loaded;
+pub mod result_cache;
 pub mod table;
 pub mod worker;
 

@@ -327,11 +327,16 @@ async fn the_result_cache_never_serves_an_old_answer() {
     let dir = tempfile::tempdir().unwrap();
     let control = Control::start(dir.path()).await;
     control.client.put_view(&patients_view()).await.unwrap();
-    let (logreg, mlp) = (demo_model("breast-cancer-logreg").unwrap(), demo_model("breast-cancer-mlp").unwrap());
+    let (logreg, mlp) =
+        (demo_model("breast-cancer-logreg").unwrap(), demo_model("breast-cancer-mlp").unwrap());
     for demo in [logreg, mlp] {
         let mut spec = reading_patients(&ModelSpec::parse(demo.spec).unwrap());
         spec.name = None;
-        control.client.push("m", serde_json::to_string(&spec).unwrap(), demo.onnx.to_vec(), false).await.unwrap();
+        control
+            .client
+            .push("m", serde_json::to_string(&spec).unwrap(), demo.onnx.to_vec(), false)
+            .await
+            .unwrap();
     }
     control.client.deploy("m", Some(1)).await.unwrap();
     let mut config = node_config("n", Some(control.url()), &dir.path().join("n"));

@@ -76,8 +76,10 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(NodeError::Serve)?;
     let url = config.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-    let results =
-        ResultCache::new(config.result_cache_capacity, std::time::Duration::from_secs(config.result_cache_ttl_secs));
+    let results = ResultCache::new(
+        config.result_cache_capacity,
+        std::time::Duration::from_secs(config.result_cache_ttl_secs),
+    );
     let state = Arc::new(NodeState {
         config,
         url,

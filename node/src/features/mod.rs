@@ -20,6 +20,7 @@ pub mod shared;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use meridian_models::features::FeatureView;
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};
@@ -212,12 +213,17 @@ impl FeatureStore {
                     "Redis is unreachable (circuit breaker open)".into(),
                 ));
             }
-            for chunk in rows.chunks(1_000) {
-                if let Err(e) = shared.put_many(&view.name, chunk, view.ttl_secs).await {
+            // Pipelines of 1,000 rows, four in flight on the multiplexed connection.
+            let pending: Vec<_> =
+                rows.chunks(1_000).map(|chunk| shared.put_many(&view.name, chunk, view.ttl_secs)).collect();
+            let mut writes = futures_util::stream::iter(pending).buffer_unordered(4);
+            while let Some(result) = writes.next().await {
+                if let Err(e) = result {
                     self.lock_breaker().failure(tokio::time::Instant::now());
                     return Err(FeatureStoreError::Unavailable(e));
                 }
             }
+            drop(writes);
             self.lock_breaker().success();
             for (entity, _) in &rows {
                 self.invalidate(&view.name, entity).await;

@@ -107,10 +107,13 @@ async fn main() -> anyhow::Result<()> {
     report("Redis hit (loopback)", &measure(&shared, &view, true).await?);
 
     let n = 100_000;
-    let rows: Vec<_> = (0..n).map(|i| (format!("bulk{i}"), row(i))).collect();
+    let mut chunks: Vec<Vec<_>> = Vec::new();
+    for start in (0..n).step_by(10_000) {
+        chunks.push((start..start + 10_000).map(|i| (format!("bulk{i}"), row(i))).collect());
+    }
     let t = Instant::now();
-    for chunk in rows.chunks(10_000) {
-        shared.write(&view, chunk.to_vec()).await?;
+    for chunk in chunks {
+        shared.write(&view, chunk).await?;
     }
     let secs = t.elapsed().as_secs_f64();
     println!("\ningest into Redis: {n} rows × 30 features in {secs:.2} s = {:.0} rows/s (pipelined, 1,000 rows per round trip)", n as f64 / secs);

@@ -46,6 +46,19 @@ impl LocalRows {
         self.db.apply_batch(batch)
     }
 
+    /// Remove many rows in one sled batch.
+    pub fn remove_many<'a>(
+        &self,
+        view: &str,
+        entities: impl Iterator<Item = &'a str>,
+    ) -> Result<(), sled::Error> {
+        let mut batch = sled::Batch::default();
+        for entity in entities {
+            batch.remove(key(view, entity));
+        }
+        self.db.apply_batch(batch)
+    }
+
     pub fn remove(&self, view: &str, entity: &str) -> Result<(), sled::Error> {
         self.db.remove(key(view, entity))?;
         Ok(())

@@ -226,8 +226,9 @@ impl FeatureStore {
             drop(writes);
             self.lock_breaker().success();
             for (entity, _) in &rows {
-                self.invalidate(&view.name, entity).await;
+                self.l1.invalidate(&(view.name.clone(), entity.clone())).await;
             }
+            self.local.remove_many(&view.name, rows.iter().map(|(e, _)| e.as_str()))?;
             return Ok(n);
         }
         let mut merged = Vec::with_capacity(n);

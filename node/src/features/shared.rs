@@ -98,15 +98,16 @@ impl SharedRows {
     ) -> Result<(), String> {
         let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
+        let mut value = Vec::with_capacity(32);
         for (entity, row) in rows {
             let key = redis_key(view, entity);
-            let mut fields: Vec<(String, String)> = row
-                .values
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::to_string(v).unwrap_or_default()))
-                .collect();
-            fields.push(("_ts".to_string(), row.written_at_ms.to_string()));
-            pipe.cmd("HSET").arg(&key).arg(fields).ignore();
+            let hset = pipe.cmd("HSET").arg(&key);
+            for (k, v) in &row.values {
+                value.clear();
+                let _ = serde_json::to_writer(&mut value, v);
+                hset.arg(k.as_str()).arg(&value[..]);
+            }
+            hset.arg("_ts").arg(row.written_at_ms).ignore();
             pipe.cmd("EXPIRE").arg(&key).arg(ttl_secs).ignore();
         }
         let message =

@@ -168,7 +168,7 @@ async fn corrupt_or_mismatched_pushes_are_refused_and_store_nothing() {
     assert!(err.contains("422"), "{err}");
     let ridge_spec = demo_model("diabetes-ridge").unwrap().spec.replace("diabetes-ridge", "m");
     let err = control.client.push("m", ridge_spec, demo.onnx.to_vec(), false).await.unwrap_err().to_string();
-    assert!(err.contains("names 10 features but the model input has 30 columns"), "{err}");
+    assert!(err.contains("fill 10 columns but the model input has 30 columns"), "{err}");
     let err = control
         .client
         .push("m", "features = [".into(), demo.onnx.to_vec(), false)

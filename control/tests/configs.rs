@@ -40,3 +40,13 @@ fn unknown_keys_are_refused_and_validate_reports_every_problem() {
     let control = ControlConfig::from_toml("max_artifact_bytes = 1\nnode_down_after_secs = 0").unwrap();
     assert_eq!(control.validate().unwrap_err().len(), 2);
 }
+
+#[test]
+fn example_feature_views_parse_and_validate() {
+    let views = meridian_control::cli::features::parse_views(&deploy_file("features/views.toml")).unwrap();
+    assert_eq!(views.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["users", "merchants"]);
+    let err = meridian_control::cli::features::parse_views(
+        "[[views]]\nname = \"x\"\nentity = \"id\"\nttl_secs = 0\n[views.features]\na = \"float\"\n",
+    );
+    assert!(err.unwrap_err().to_string().contains("ttl_secs must be positive"));
+}

@@ -55,6 +55,16 @@ struct ViewsFile {
     views: Vec<FeatureView>,
 }
 
+/// Parse a views file (`[[views]]` tables) and check every view.
+pub fn parse_views(text: &str) -> anyhow::Result<Vec<FeatureView>> {
+    let parsed: ViewsFile = toml::from_str(text)?;
+    for view in &parsed.views {
+        let problems = view.problems();
+        anyhow::ensure!(problems.is_empty(), "view {:?}: {}", view.name, problems.join("; "));
+    }
+    Ok(parsed.views)
+}
+
 fn http() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
@@ -125,7 +135,7 @@ pub async fn run(client: &Client, cmd: FeaturesCommand, out: &Output) -> anyhow:
         FeaturesCommand::Get { view, entity, node } => {
             let url = format!("{}/api/v1/features/{view}/{entity}", node.trim_end_matches('/'));
             let value = answer(http()?.get(url).send().await?).await?;
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            say!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }
         FeaturesCommand::Ingest { file, view, node, chunk } => {
@@ -174,6 +184,10 @@ async fn ingest(file: &PathBuf, view: &str, node: &str, chunk: usize, out: &Outp
     let summary = serde_json::json!({
         "view": view, "written": written, "refused_count": refused_count, "refused": refused, "store": store,
     });
+    if refused.is_empty() && !out.json {
+        say!("{written} rows written to {store}, none refused");
+        return Ok(());
+    }
     out.show(&summary, || {
         let mut t = table(&["line", "refused because"]);
         for r in refused.iter().take(50) {
@@ -182,9 +196,9 @@ async fn ingest(file: &PathBuf, view: &str, node: &str, chunk: usize, out: &Outp
         t
     })?;
     if !out.json {
-        println!("{written} rows written to {store}, {refused_count} refused");
+        say!("{written} rows written to {store}, {refused_count} refused");
         if store == "sled" {
-            println!("note: this node has no Redis; its sled store is local to it");
+            say!("note: this node has no Redis; its sled store is local to it");
         }
     }
     Ok(())

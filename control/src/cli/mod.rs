@@ -6,6 +6,12 @@
 //! - [`daemons`]: `meridian control` and `meridian node` (config file, env, flags).
 //! - [`up`]: control + three nodes in three regions on loopback.
 
+/// `println!` for the CLI: a closed stdout (`meridian ... | head`) ends the program quietly
+/// instead of panicking.
+macro_rules! say {
+    ($($t:tt)*) => { $crate::cli::output::line(&format!($($t)*)) };
+}
+
 pub mod client;
 pub mod daemons;
 pub mod features;

@@ -69,12 +69,9 @@ pub async fn run(client: &Client, cmd: ModelsCommand, out: &Output) -> anyhow::R
         ModelsCommand::Show { name } => {
             let versions = client.show(&name).await?;
             out.show(&versions, || versions_table(&versions))?;
-            if !out.json {
-                if let Some(last) = versions.last() {
-                    let names: Vec<&str> = last.spec.feature_names().collect();
-                    println!("features ({}): {}", names.len(), names.join(", "));
-                    println!("output: {}", serde_json::to_string(&last.spec.output)?);
-                }
+            if let (false, Some(last)) = (out.json, versions.last()) {
+                say!("{}", features_table(&last.spec));
+                say!("output: {}", serde_json::to_string(&last.spec.output)?);
             }
             Ok(())
         }
@@ -88,6 +85,19 @@ pub async fn run(client: &Client, cmd: ModelsCommand, out: &Output) -> anyhow::R
             out.show(&versions, || versions_table(&versions))
         }
     }
+}
+
+/// The latest version's inputs: where each feature comes from and how it is transformed.
+fn features_table(spec: &ModelSpec) -> comfy_table::Table {
+    let mut t = table(&["#", "feature", "source", "transforms", "default"]);
+    for (i, f) in spec.features.iter().enumerate() {
+        let source = f.view.as_ref().map_or("request".to_string(), |v| format!("request, else view {v}"));
+        let transforms: Vec<String> =
+            f.transforms.iter().map(|t| serde_json::to_string(t).unwrap_or_default()).collect();
+        let default = f.default.as_ref().map_or("-".to_string(), ToString::to_string);
+        t.add_row(vec![i.to_string(), f.name.clone(), source, transforms.join(" → "), default]);
+    }
+    t
 }
 
 fn versions_table(versions: &[ModelRecord]) -> comfy_table::Table {

@@ -13,11 +13,22 @@ impl Output {
     /// Print `value` as JSON, or `table()` when a person reads it.
     pub fn show<T: Serialize>(&self, value: &T, table: impl FnOnce() -> Table) -> anyhow::Result<()> {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value)?);
+            line(&serde_json::to_string_pretty(value)?);
         } else {
-            println!("{}", table());
+            line(&table().to_string());
         }
         Ok(())
+    }
+}
+
+/// Write one line to stdout; exit quietly when the reader has gone (a closed pipe).
+pub fn line(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
     }
 }
 

@@ -136,7 +136,7 @@ async fn predict_file(http: &reqwest::Client, url: &str, file: &PathBuf, batch: 
                 "confidence": p.get("confidence"),
                 "model_version": version,
             });
-            bar.suspend(|| println!("{line}"));
+            bar.suspend(|| say!("{line}"));
         }
         bar.inc(chunk.len() as u64);
     }

@@ -115,22 +115,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     let first = nodes[0].url();
-    println!("\nmeridian is up.\n\n  control    {}", control.url());
+    say!("\nmeridian is up.\n\n  control    {}", control.url());
     for (n, region) in nodes.iter().zip(REGIONS) {
-        println!("  node       {:<22} region {region:<9} {}", n.state.config.id, n.url());
+        say!("  node       {:<22} region {region:<9} {}", n.state.config.id, n.url());
     }
-    println!("\n  models     {}", DEMO_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", "));
-    println!("\nTry:\n");
-    println!(
+    say!("\n  models     {}", DEMO_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", "));
+    say!("\nTry:\n");
+    say!(
         "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict -H 'content-type: application/json' \\\n    -d '{{\"features\": {}}}'\n",
         example_row()
     );
-    println!(
+    say!(
         "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict -H 'content-type: application/json' \\\n    -d '{{\"entity\": {{\"patient_id\": \"p42\"}}}}'\n"
     );
-    println!("  cargo run --release --bin meridian -- models list");
-    println!("  cargo run --release --bin meridian -- nodes");
-    println!("  curl -s {first}/v2/models/breast-cancer-mlp\n\nCtrl-C stops everything.");
+    say!("  cargo run --release --bin meridian -- models list");
+    say!("  cargo run --release --bin meridian -- nodes");
+    say!("  curl -s {first}/v2/models/breast-cancer-mlp\n\nCtrl-C stops everything.");
     shutdown.cancelled().await;
     eprintln!("stopping");
     for n in nodes {

@@ -57,6 +57,15 @@ fn reference_ndjson(r: &Reference) -> String {
         .join("\n")
 }
 
+async fn wait_view(node: &Node, view: &str) {
+    let state = node.handle.state.clone();
+    wait_for(&format!("view {view} on {}", node.url()), || {
+        let ok = state.table.load().catalog.views.contains_key(view);
+        async move { ok }
+    })
+    .await;
+}
+
 async fn ingest(node: &Node, view: &str, body: String, content_type: &str) -> Value {
     let resp = http()
         .post(format!("{}/api/v1/features/{view}/ingest", node.url()))
@@ -135,12 +144,7 @@ async fn bulk_ingest_of_100k_rows_into_redis_reports_exactly_the_bad_lines() {
     let (control, nodes) = mesh(dir.path(), &["n"], Some(redis.url()), 60).await;
     control.client.put_view(&users_view(3600)).await.unwrap();
     let node = &nodes[0];
-    let state = node.handle.state.clone();
-    wait_for("the users view", || {
-        let ok = state.table.load().catalog.views.contains_key("users");
-        async move { ok }
-    })
-    .await;
+    wait_view(node, "users").await;
     let bad = [
         (17, "{not json"),
         (5_000, r#"{"user_id": "u", "age": "old"}"#),
@@ -185,12 +189,7 @@ async fn rows_expire_with_the_view_ttl() {
     control.client.put_view(&users_view(1)).await.unwrap();
     let embedded = Node::start(node_config("s", Some(control.url()), &dir.path().join("s"))).await;
     for node in [&nodes[0], &embedded] {
-        let state = node.handle.state.clone();
-        wait_for("the users view", || {
-            let ok = state.table.load().catalog.views.contains_key("users");
-            async move { ok }
-        })
-        .await;
+        wait_view(node, "users").await;
         let resp = http()
             .put(format!("{}/api/v1/features/users/u1", node.url()))
             .json(&json!({ "features": { "age": 30 } }))

@@ -119,3 +119,22 @@ async fn archive_refuses_the_live_version_and_hides_archived_ones_from_deploy() 
     assert!(err.contains("404"), "{err}");
     control.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_before_anything_is_deployed_is_ready_and_serves_the_first_deploy() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = Control::start(dir.path()).await;
+    let node = Node::start(node_config("early", Some(control.url()), &dir.path().join("early"))).await;
+    let url = format!("{}/readyz", node.url());
+    wait_for("an empty catalog to make the node ready", || {
+        let url = url.clone();
+        async move { get_json(&url).await.0 == 200 }
+    })
+    .await;
+    let demo = demo_model("diabetes-ridge").unwrap();
+    control.push(demo.name, demo).await;
+    control.client.deploy(demo.name, None).await.unwrap();
+    node.wait_live(demo.name, 1).await;
+    node.stop().await;
+    control.stop().await;
+}

@@ -1,18 +1,16 @@
 //! `meridian features apply|views|put|get|ingest`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 use meridian_models::features::FeatureView;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::Client;
-use super::output::{table, Output};
+use super::output::{progress, table, Output};
 
 #[derive(Debug, Subcommand)]
 pub enum FeaturesCommand {
@@ -149,15 +147,7 @@ async fn ingest(file: &PathBuf, view: &str, node: &str, chunk: usize, out: &Outp
     let is_csv = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     let mut lines: Vec<&str> = text.lines().collect();
     let header = if is_csv && !lines.is_empty() { Some(lines.remove(0)) } else { None };
-    let bar = if std::io::stderr().is_terminal() && !out.json {
-        ProgressBar::new(lines.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} lines {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress(lines.len(), "lines", out.json);
     let url = format!("{}/api/v1/features/{view}/ingest", node.trim_end_matches('/'));
     let http = http()?;
     let (mut written, mut refused_count, mut refused, mut store) = (0u64, 0u64, Vec::new(), String::new());

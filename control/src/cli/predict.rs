@@ -1,15 +1,13 @@
 //! `meridian predict`: one row from flags, or a CSV / NDJSON file sent in batches.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
 
-use super::output::{table, Output};
+use super::output::{progress, table, Output};
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -115,15 +113,7 @@ pub async fn run(args: PredictArgs, out: &Output) -> anyhow::Result<()> {
 
 async fn predict_file(http: &reqwest::Client, url: &str, file: &PathBuf, batch: usize) -> anyhow::Result<()> {
     let rows = read_rows(file)?;
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(rows.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} rows {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress(rows.len(), "rows", false);
     for (i, chunk) in rows.chunks(batch).enumerate() {
         let answer = post(http, url, &serde_json::json!({ "rows": chunk }))
             .await

@@ -39,9 +39,10 @@ pub async fn follow(state: Arc<NodeState>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let table = state.table.load();
-        // An incomplete table (a model failed to load) asks again at once, not after a change.
+        // A node without a catalog, or with a model that failed to load, asks for the current
+        // catalog at once; otherwise it long-polls for the next epoch.
         let after = if table.ready() { table.catalog.epoch } else { table.catalog.epoch.saturating_sub(1) };
-        let wait = if table.ready() || !table.has_catalog { state.config.catalog_wait_ms } else { 0 };
+        let wait = if table.ready() { state.config.catalog_wait_ms } else { 0 };
         drop(table);
         let poll = client.catalog(after, wait);
         let result = tokio::select! {
@@ -50,16 +51,19 @@ pub async fn follow(state: Arc<NodeState>) {
         };
         match result {
             Ok(catalog) => {
-                backoff = Duration::from_millis(200);
                 let current = state.table.load();
                 let newer =
                     current.catalog.is_superseded_by(&catalog) || !current.has_catalog || !current.ready();
                 drop(current);
                 if newer {
                     adopt::adopt(&state, catalog, Some(&client)).await;
-                    if !state.table.load().ready() {
-                        sleep_or_shutdown(&state, backoff).await;
-                    }
+                }
+                // A model that cannot be loaded is retried with a growing delay, not in a loop.
+                if state.table.load().ready() {
+                    backoff = Duration::from_millis(200);
+                } else {
+                    sleep_or_shutdown(&state, backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
             Err(e) => {

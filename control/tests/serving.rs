@@ -166,7 +166,7 @@ async fn v2_health_and_metadata_describe_the_served_models() {
     let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains(
-            r#"meridian_requests_total{model="diabetes-ridge",version="1",api="predict",code="200"} 1"#
+            r#"meridian_requests_total{model="diabetes-ridge",version="1",arm="",api="predict",code="200"} 1"#
         ),
         "{metrics}"
     );

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use meridian_models::features::FeatureView;
 use meridian_models::ModelManifest;
+
+use crate::experiment::Experiment;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -17,6 +19,9 @@ pub struct Catalog {
     /// Feature views by name: what nodes read from the feature store by entity.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub views: BTreeMap<String, FeatureView>,
+    /// Running experiments by model name (at most one per model).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub experiments: BTreeMap<String, Experiment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,12 +31,15 @@ pub struct CatalogEntry {
     /// The version deployed before `live`: nodes keep it loaded so a rollback is instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<ModelManifest>,
+    /// Other versions a running experiment needs loaded (its arms and shadow).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<ModelManifest>,
 }
 
 impl CatalogEntry {
     /// The manifests a node should hold for this entry, live first.
     pub fn manifests(&self) -> impl Iterator<Item = &ModelManifest> {
-        std::iter::once(&self.live).chain(self.previous.as_ref())
+        std::iter::once(&self.live).chain(self.previous.as_ref()).chain(&self.extra)
     }
 
     /// The manifest of `version` if this entry holds it.
@@ -84,8 +92,10 @@ mod tests {
     #[test]
     fn newer_epoch_supersedes_and_digest_tracks_content() {
         let mut a = Catalog::default();
-        a.models
-            .insert("m".into(), CatalogEntry { live: manifest(2, "d2"), previous: Some(manifest(1, "d1")) });
+        a.models.insert(
+            "m".into(),
+            CatalogEntry { live: manifest(2, "d2"), previous: Some(manifest(1, "d1")), extra: vec![] },
+        );
         a.epoch = 3;
         let mut b = a.clone();
         assert_eq!(a.digest(), b.digest());

@@ -4,6 +4,7 @@
 //! - [`catalog`]: the desired state published by control: which version of each model is
 //!   live, the previous one kept for instant rollback, an epoch that orders catalogs and a
 //!   digest that tells two nodes whether they agree.
+//! - [`experiment`]: A/B experiments and their sticky, stateless assignment.
 //! - [`node_info`]: what a node reports about itself (region, address, models loaded).
 //!
 //! Will own (mesh issue): SWIM membership with foca as a sans-IO core driven by `now`, inputs
@@ -11,7 +12,9 @@
 //! QUIC driver behind a cargo feature. Until then nodes poll control for the catalog.
 
 pub mod catalog;
+pub mod experiment;
 pub mod node_info;
 
 pub use catalog::{Catalog, CatalogEntry};
+pub use experiment::{Arm, Experiment};
 pub use node_info::{LoadedModel, NodeInfo};

@@ -3,10 +3,12 @@
 //!
 //! - [`models`]: push, list, show, deploy, rollback, archive.
 //! - [`catalog`]: the catalog (long-poll) and artifacts by digest, for nodes.
+//! - [`experiments`]: A/B experiments.
 //! - [`views`]: feature view definitions.
 //! - [`nodes`]: node heartbeats and the node list.
 
 pub mod catalog;
+pub mod experiments;
 pub mod models;
 pub mod nodes;
 pub mod views;
@@ -127,6 +129,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/models/{name}/rollback", post(models::rollback))
         .route("/api/v1/catalog", get(catalog::catalog))
         .route("/api/v1/artifacts/{digest}", get(catalog::artifact))
+        .route("/api/v1/experiments", get(experiments::list).post(experiments::start))
+        .route("/api/v1/experiments/{name}", get(experiments::show))
+        .route("/api/v1/experiments/{name}/stop", post(experiments::stop))
         .route("/api/v1/views", get(views::list))
         .route("/api/v1/views/{name}", axum::routing::put(views::put))
         .route("/api/v1/nodes", get(nodes::list))

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use meridian_gossip::Catalog;
+use meridian_gossip::{Catalog, Experiment};
 use meridian_models::features::FeatureView;
 use reqwest::multipart::{Form, Part};
 use serde::de::DeserializeOwned;
@@ -112,6 +112,22 @@ impl Client {
 
     pub async fn catalog(&self) -> anyhow::Result<Catalog> {
         self.send(self.http.get(self.url("/api/v1/catalog"))).await
+    }
+
+    pub async fn start_experiment(&self, experiment: &Experiment) -> anyhow::Result<Catalog> {
+        self.send(self.http.post(self.url("/api/v1/experiments")).json(experiment)).await
+    }
+
+    pub async fn experiments(&self) -> anyhow::Result<Vec<Experiment>> {
+        self.send(self.http.get(self.url("/api/v1/experiments"))).await
+    }
+
+    pub async fn experiment(&self, name: &str) -> anyhow::Result<Experiment> {
+        self.send(self.http.get(self.url(&format!("/api/v1/experiments/{name}")))).await
+    }
+
+    pub async fn stop_experiment(&self, name: &str) -> anyhow::Result<Catalog> {
+        self.send(self.http.post(self.url(&format!("/api/v1/experiments/{name}/stop")))).await
     }
 
     pub async fn put_view(&self, view: &FeatureView) -> anyhow::Result<Catalog> {

@@ -2,7 +2,7 @@
 //! nodes, and `up` (a local mesh with the demo models).
 //!
 //! - [`client`]: the control API client the commands share.
-//! - [`models`], [`features`], [`predict`], [`nodes`]: operator commands; tables for people, `--json` for scripts.
+//! - [`models`], [`experiments`], [`features`], [`predict`], [`nodes`]: operator commands; tables for people, `--json` for scripts.
 //! - [`daemons`]: `meridian control` and `meridian node` (config file, env, flags).
 //! - [`up`]: control + three nodes in three regions on loopback.
 
@@ -14,6 +14,7 @@ macro_rules! say {
 
 pub mod client;
 pub mod daemons;
+pub mod experiments;
 pub mod features;
 pub mod models;
 pub mod nodes;
@@ -50,6 +51,9 @@ pub enum Command {
     /// Push, list, show, deploy, roll back and archive models.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Start, list, show and stop A/B experiments.
+    #[command(subcommand)]
+    Experiments(experiments::ExperimentsCommand),
     /// Define feature views; write, ingest and read features.
     #[command(subcommand)]
     Features(features::FeaturesCommand),
@@ -66,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Control(args) => daemons::control(args).await,
         Command::Node(args) => daemons::node(args).await,
         Command::Models(cmd) => models::run(&client::Client::new(&cli.control)?, cmd, &out).await,
+        Command::Experiments(cmd) => experiments::run(&client::Client::new(&cli.control)?, cmd, &out).await,
         Command::Features(cmd) => features::run(&client::Client::new(&cli.control)?, cmd, &out).await,
         Command::Predict(args) => predict::run(args, &out).await,
         Command::Nodes => nodes::run(&client::Client::new(&cli.control)?, &out).await,

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use meridian_gossip::{Catalog, CatalogEntry};
+use meridian_gossip::{Catalog, CatalogEntry, Experiment};
 use meridian_models::digest::sha256_hex;
 use meridian_models::features::FeatureView;
 use meridian_models::ModelSpec;
@@ -45,6 +45,28 @@ pub struct PushRequest<'a> {
     pub artifact: &'a [u8],
     pub pushed_by: &'a str,
     pub created_at: String,
+}
+
+/// The catalog entry a deploy history makes: the last version live, the one before it kept
+/// loaded for rollback, and whatever else a running experiment needs.
+fn catalog_entry(
+    history: &[u32],
+    experiment: Option<&Experiment>,
+    load: impl Fn(u32) -> TxResult<ModelRecord>,
+) -> TxResult<Option<CatalogEntry>> {
+    let Some(&live) = history.last() else { return Ok(None) };
+    let previous = match history.len() {
+        n if n >= 2 => Some(history[n - 2]),
+        _ => None,
+    };
+    let mut extra = Vec::new();
+    for v in experiment.map(Experiment::versions).unwrap_or_default() {
+        if v != live && Some(v) != previous {
+            extra.push(load(v)?.manifest());
+        }
+    }
+    let previous = previous.map(&load).transpose()?.map(|r| r.manifest());
+    Ok(Some(CatalogEntry { live: load(live)?.manifest(), previous, extra }))
 }
 
 /// Every feature the spec reads from a view must exist in that view.
@@ -164,6 +186,63 @@ impl Registry {
         }
     }
 
+    /// Start an experiment on a deployed model: its arm and shadow versions get loaded on every
+    /// node with the catalog.
+    pub fn start_experiment(&self, experiment: Experiment) -> Result<Catalog, RegistryError> {
+        let problems = experiment.problems();
+        if !problems.is_empty() {
+            return Err(RegistryError::Invalid(format!(
+                "experiment {:?}: {}",
+                experiment.name,
+                problems.join("; ")
+            )));
+        }
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let model = experiment.model.clone();
+        for v in experiment.versions() {
+            let record = self.version(&model, v).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+            if record.status == Status::Archived {
+                return Err(RegistryError::Conflict(format!("version {v} of {model:?} is archived")));
+            }
+        }
+        let catalog = self.catalog()?;
+        if !catalog.models.contains_key(&model) {
+            return Err(RegistryError::Conflict(format!("model {model:?} is not deployed; deploy it first")));
+        }
+        if let Some(running) = catalog.experiments.get(&model) {
+            return Err(RegistryError::Conflict(format!(
+                "model {model:?} already runs experiment {:?}; stop it first",
+                running.name
+            )));
+        }
+        if catalog.experiments.values().any(|e| e.name == experiment.name) {
+            return Err(RegistryError::Conflict(format!(
+                "an experiment named {:?} is running",
+                experiment.name
+            )));
+        }
+        self.change(&model, |_, catalog| {
+            catalog.experiments.insert(model.clone(), experiment.clone());
+            Ok(())
+        })
+    }
+
+    /// Stop a running experiment: all traffic goes to the live version again.
+    pub fn stop_experiment(&self, name: &str) -> Result<Catalog, RegistryError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let catalog = self.catalog()?;
+        let model = catalog
+            .experiments
+            .values()
+            .find(|e| e.name == name)
+            .map(|e| e.model.clone())
+            .ok_or_else(|| RegistryError::NotFound(format!("no running experiment named {name:?}")))?;
+        self.change(&model, |_, catalog| {
+            catalog.experiments.remove(&model);
+            Ok(())
+        })
+    }
+
     /// Define or replace a feature view; it reaches nodes in the catalog.
     pub fn put_view(&self, view: FeatureView) -> Result<Catalog, RegistryError> {
         let problems = view.problems();
@@ -237,7 +316,7 @@ impl Registry {
                 "version {version} of {name:?} is archived and cannot be deployed"
             )));
         }
-        self.change(name, |history| {
+        self.change(name, |history, _| {
             if history.last() != Some(&version) {
                 history.push(version);
             }
@@ -248,7 +327,7 @@ impl Registry {
     /// Make the version deployed before the live one live again.
     pub fn rollback(&self, name: &str) -> Result<Catalog, RegistryError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.change(name, |history| {
+        self.change(name, |history, _| {
             if history.len() < 2 {
                 return Err(RegistryError::Conflict(format!(
                     "model {name:?} has no earlier deployed version to roll back to"
@@ -272,7 +351,12 @@ impl Registry {
         if record.status == Status::Archived {
             return self.catalog();
         }
-        self.change(name, |history| {
+        if self.catalog()?.experiments.get(name).is_some_and(|e| e.versions().contains(&version)) {
+            return Err(RegistryError::Conflict(format!(
+                "version {version} of {name:?} is in a running experiment; stop it first"
+            )));
+        }
+        self.change(name, |history, _| {
             history.retain(|v| *v != version);
             Ok(())
         })?;
@@ -283,37 +367,26 @@ impl Registry {
         self.catalog()
     }
 
-    /// Apply `edit` to the deploy history of `name`, then rewrite the catalog entry and the
-    /// statuses from the new history, bumping the epoch when the catalog changed. One sled
-    /// transaction. Callers hold the write lock.
+    /// Apply `edit` to the deploy history of `name` and the catalog, then rewrite the model's
+    /// catalog entry and statuses from the new history, bumping the epoch when the catalog
+    /// changed. One sled transaction. Callers hold the write lock.
     fn change(
         &self,
         name: &str,
-        edit: impl Fn(&mut Vec<u32>) -> Result<(), RegistryError>,
+        edit: impl Fn(&mut Vec<u32>, &mut Catalog) -> Result<(), RegistryError>,
     ) -> Result<Catalog, RegistryError> {
         let result = (&self.versions, &self.catalog).transaction(|(versions, catalog_tree)| {
             let mut history: Vec<u32> = read_json(catalog_tree, &history_key(name))?.unwrap_or_default();
             let before_live = history.last().copied();
-            if let Err(e) = edit(&mut history) {
+            let mut catalog: Catalog = read_json(catalog_tree, CATALOG_KEY)?.unwrap_or_default();
+            let before = catalog.clone();
+            if let Err(e) = edit(&mut history, &mut catalog) {
                 return abort(e);
             }
-            let mut catalog: Catalog = read_json(catalog_tree, CATALOG_KEY)?.unwrap_or_default();
             let load = |v: u32| -> TxResult<ModelRecord> {
                 match read_json(versions, &version_key(name, v))? {
                     Some(r) => Ok(r),
-                    None => {
-                        abort(RegistryError::Storage(format!("history names missing version {v} of {name}")))
-                    }
-                }
-            };
-            let entry = match history.as_slice() {
-                [] => None,
-                [.., live] => {
-                    let previous = match history.len() {
-                        n if n >= 2 => Some(load(history[n - 2])?.manifest()),
-                        _ => None,
-                    };
-                    Some(CatalogEntry { live: load(*live)?.manifest(), previous })
+                    None => abort(RegistryError::Storage(format!("{name} has no version {v}"))),
                 }
             };
             let new_live = history.last().copied();
@@ -325,11 +398,11 @@ impl Registry {
                     }
                 }
             }
-            if catalog.models.get(name) != entry.as_ref() {
-                match entry {
-                    Some(e) => catalog.models.insert(name.to_string(), e),
-                    None => catalog.models.remove(name),
-                };
+            match catalog_entry(&history, catalog.experiments.get(name), load)? {
+                Some(e) => catalog.models.insert(name.to_string(), e),
+                None => catalog.models.remove(name),
+            };
+            if catalog != before {
                 catalog.epoch += 1;
                 write_json(catalog_tree, CATALOG_KEY, &catalog)?;
             }

@@ -12,6 +12,15 @@ use super::loaded::LoadedModel;
 pub struct Slot {
     pub live: Arc<LoadedModel>,
     pub previous: Option<Arc<LoadedModel>>,
+    /// Versions a running experiment needs (arms, shadow) besides live and previous.
+    pub extra: Vec<Arc<LoadedModel>>,
+}
+
+impl Slot {
+    /// Every loaded version of the model, live first.
+    pub fn versions(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
+        std::iter::once(&self.live).chain(self.previous.as_ref()).chain(&self.extra)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -46,8 +55,8 @@ impl ServingTable {
             let Some(version) = version else {
                 return Resolved::Model(slot.live.clone());
             };
-            return std::iter::once(&slot.live)
-                .chain(slot.previous.as_ref())
+            return slot
+                .versions()
                 .find(|m| m.manifest.version == version)
                 .map_or(Resolved::UnknownVersion { live: slot.live.manifest.version }, |m| {
                     Resolved::Model(m.clone())
@@ -70,9 +79,7 @@ impl ServingTable {
 
     /// Every loaded version, live first within each model.
     pub fn loaded(&self) -> impl Iterator<Item = (&Arc<LoadedModel>, bool)> {
-        self.models
-            .values()
-            .flat_map(|s| std::iter::once((&s.live, true)).chain(s.previous.iter().map(|p| (p, false))))
+        self.models.values().flat_map(|s| s.versions().map(move |m| (m, Arc::ptr_eq(m, &s.live))))
     }
 
     /// A loaded model matching `manifest` exactly, to reuse across catalogs.

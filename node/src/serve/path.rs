@@ -12,6 +12,7 @@ use super::error::ApiError;
 use crate::inference::table::Resolved;
 use crate::inference::LoadedModel;
 use crate::node::NodeState;
+use crate::telemetry::metrics::Outcome;
 
 /// The loaded model answering for `name` at `version` (the live one when `None`).
 pub fn resolve(state: &NodeState, name: &str, version: Option<u32>) -> Result<Arc<LoadedModel>, ApiError> {
@@ -19,6 +20,99 @@ pub fn resolve(state: &NodeState, name: &str, version: Option<u32>) -> Result<Ar
         Resolved::Model(m) => Ok(m),
         other => Err(ApiError::unresolved(name, version, other)),
     }
+}
+
+/// Which arm of a running experiment answers a request.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub arm: String,
+    /// `sticky` (hashed from the unit) or `random` (the request had no unit).
+    pub how: &'static str,
+    /// The shadow version, when the experiment has one loaded here.
+    pub shadow: Option<Arc<LoadedModel>>,
+}
+
+/// The model answering an unpinned request for `name`: the live version, or the arm of the
+/// model's running experiment that `unit` hashes to (a random arm when there is no unit;
+/// `random` is any number the caller drew, e.g. from the request id).
+pub fn choose(
+    state: &NodeState,
+    name: &str,
+    unit: Option<&str>,
+    random: u64,
+) -> Result<(Arc<LoadedModel>, Option<Assignment>), ApiError> {
+    let table = state.table.load();
+    let Some(experiment) = table.catalog.experiments.get(name) else {
+        drop(table);
+        return Ok((resolve(state, name, None)?, None));
+    };
+    let (bucket, how) = match unit {
+        Some(u) => (meridian_gossip::experiment::bucket(&experiment.salt, u), "sticky"),
+        None => ((random % u64::from(meridian_gossip::experiment::BUCKETS)) as u32, "random"),
+    };
+    let Some(arm) = experiment.arm_for_bucket(bucket) else {
+        return Ok((resolve(state, name, None)?, None));
+    };
+    let model = match table.resolve(name, Some(arm.version)) {
+        Resolved::Model(m) => m,
+        other => return Err(ApiError::unresolved(name, Some(arm.version), other)),
+    };
+    let shadow = experiment.shadow.and_then(|v| match table.resolve(name, Some(v)) {
+        Resolved::Model(m) => Some(m),
+        _ => None,
+    });
+    Ok((model, Some(Assignment { arm: arm.name.clone(), how, shadow })))
+}
+
+/// The experiment unit of a request for `name`, when the model runs an experiment: an explicit
+/// `unit` value, else the experiment's unit key in the entity, else a header of that name or
+/// `x-meridian-unit`.
+pub fn unit_of(
+    state: &NodeState,
+    name: &str,
+    explicit: Option<&serde_json::Value>,
+    entity: Option<&serde_json::Map<String, serde_json::Value>>,
+    headers: &axum::http::HeaderMap,
+) -> Option<String> {
+    let table = state.table.load();
+    let key = &table.catalog.experiments.get(name)?.unit_key;
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    explicit.and_then(text).or_else(|| entity.and_then(|e| e.get(key)).and_then(text)).or_else(|| {
+        let header = headers.get(key.as_str()).or_else(|| headers.get("x-meridian-unit"))?;
+        header.to_str().ok().map(str::to_string)
+    })
+}
+
+/// Send a copy of `input` to the shadow version and record its outcome under arm `shadow`.
+/// Never awaited by the caller: a full shadow queue drops the copy, a failure is only counted.
+pub fn shadow(state: &Arc<NodeState>, model: Arc<LoadedModel>, api: &'static str, input: InputBatch) {
+    let started = Instant::now();
+    let rows = input.rows;
+    let (name, version) = (model.manifest.name.clone(), model.manifest.version.to_string());
+    let Ok(reply) = model.pool.submit(input) else {
+        let outcome =
+            Outcome { model: &name, version: &version, arm: "shadow", api, code: 429, seconds: 0.0, rows: 0 };
+        state.metrics.observe(&outcome);
+        return;
+    };
+    let state = state.clone();
+    let timeout = Duration::from_millis(state.config.request_timeout_ms);
+    tokio::spawn(async move {
+        let code = match tokio::time::timeout(timeout, reply).await {
+            Ok(Ok(Ok(_))) => 200,
+            Ok(Ok(Err(_))) => 500,
+            _ => 503,
+        };
+        let secs = started.elapsed().as_secs_f64();
+        let rows = if code == 200 { rows } else { 0 };
+        let outcome =
+            Outcome { model: &name, version: &version, arm: "shadow", api, code, seconds: secs, rows };
+        state.metrics.observe(&outcome);
+    });
 }
 
 /// Parse a version from a URL segment.
@@ -54,19 +148,22 @@ pub struct Observation {
     /// The model and version that served it, once resolved. Unresolved requests are labelled
     /// `_unresolved`: names from URLs never become metric labels.
     served: Option<(String, u32)>,
+    /// The experiment arm, when one answered.
+    arm: Option<String>,
 }
 
 impl Observation {
     pub fn start(api: &'static str) -> Self {
-        Self { started: Instant::now(), api, served: None }
+        Self { started: Instant::now(), api, served: None, arm: None }
     }
 
     pub fn elapsed_ms(&self) -> f64 {
         self.started.elapsed().as_secs_f64() * 1e3
     }
 
-    pub fn served_by(&mut self, model: &LoadedModel) {
+    pub fn served_by(&mut self, model: &LoadedModel, assignment: Option<&Assignment>) {
         self.served = Some((model.manifest.name.clone(), model.manifest.version));
+        self.arm = assignment.map(|a| a.arm.clone());
     }
 
     /// Record the outcome (the answer and the rows it scored, or the error) and answer.
@@ -83,7 +180,9 @@ impl Observation {
                 (e.into_response(), code, 0)
             }
         };
-        state.metrics.observe(model, &version, self.api, code, secs, rows);
+        let arm = self.arm.as_deref().unwrap_or_default();
+        let outcome = Outcome { model, version: &version, arm, api: self.api, code, seconds: secs, rows };
+        state.metrics.observe(&outcome);
         response
     }
 }

@@ -8,6 +8,7 @@
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::error::{parse_json, ApiError};
-use super::path::{resolve, run, Observation};
+use super::path::{choose, run, shadow, unit_of, Observation};
 use super::AppState;
 use crate::features::row::StoredRow;
 use crate::inference::LoadedModel;
@@ -31,6 +32,8 @@ struct PredictRequest {
     features: Option<Map<String, Value>>,
     rows: Option<Vec<Map<String, Value>>>,
     entity: Option<Map<String, Value>>,
+    /// The experiment unit (e.g. the user id), when not in `entity` or a header.
+    unit: Option<Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,6 +43,11 @@ struct Meta<'a> {
     model_version: u32,
     request_id: String,
     served_by: &'a str,
+    /// The experiment arm that answered, and whether it was `sticky` or `random`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    assignment: Option<&'static str>,
     /// Features that took the spec's default (one-row requests).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     defaulted: Vec<String>,
@@ -66,22 +74,26 @@ struct BatchResponse<'a> {
 pub async fn predict(
     State(state): State<AppState>,
     Path(model): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let mut obs = Observation::start("predict");
-    let result = answer(&state, &model, body, &mut obs).await;
+    let result = answer(&state, &model, &headers, body, &mut obs).await;
     obs.finish(&state, result)
 }
 
 async fn answer(
     state: &AppState,
     model_name: &str,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     obs: &mut Observation,
 ) -> Result<(Response, usize), ApiError> {
     let request: PredictRequest = parse_json(&body?)?;
-    let model = resolve(state, model_name, None)?;
-    obs.served_by(&model);
+    let request_id = uuid::Uuid::new_v4();
+    let unit = unit_of(state, model_name, request.unit.as_ref(), request.entity.as_ref(), headers);
+    let (model, assignment) = choose(state, model_name, unit.as_deref(), request_id.as_u128() as u64)?;
+    obs.served_by(&model, assignment.as_ref());
     let (rows, single) = match (request.features, request.rows) {
         (Some(features), None) => (vec![features], true),
         (None, None) if request.entity.is_some() => (vec![Map::new()], true),
@@ -112,7 +124,11 @@ async fn answer(
         Some(hit) => vec![hit],
         None => {
             let key = single.then(|| input.values.clone());
+            let copy = assignment.as_ref().and_then(|a| a.shadow.clone()).map(|m| (m, input.clone()));
             let out = run(state, &model, input).await?;
+            if let Some((shadow_model, copy)) = copy {
+                shadow(state, shadow_model, "predict", copy);
+            }
             let predictions = predictions(&model.manifest.spec.output, &out)?;
             if let (Some(values), [p]) = (key, predictions.as_slice()) {
                 state.results.insert(name, version, &values, *p);
@@ -124,8 +140,10 @@ async fn answer(
         latency_ms: obs.elapsed_ms(),
         model: &model.manifest.name,
         model_version: model.manifest.version,
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: request_id.to_string(),
         served_by: &state.config.id,
+        arm: assignment.as_ref().map(|a| a.arm.clone()),
+        assignment: assignment.as_ref().map(|a| a.how),
         defaulted,
         degraded: stored.degraded,
     };

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::error::{parse_json, ApiError};
-use super::path::{parse_version, resolve, run, Observation};
+use super::path::{choose, parse_version, resolve, run, shadow, unit_of, Assignment, Observation};
 use super::{v2_binary, AppState};
 use crate::inference::LoadedModel;
 
@@ -45,12 +45,7 @@ fn metadata(state: &AppState, name: &str, version: Option<u32>) -> Result<Json<V
     let versions: Vec<String> = table
         .models
         .get(name)
-        .map(|slot| {
-            std::iter::once(&slot.live)
-                .chain(slot.previous.as_ref())
-                .map(|m| m.manifest.version.to_string())
-                .collect()
-        })
+        .map(|slot| slot.versions().map(|m| m.manifest.version.to_string()).collect())
         .unwrap_or_default();
     let sig = &model.manifest.signature;
     Ok(Json(json!({
@@ -176,12 +171,24 @@ async fn infer_inner(
 ) -> Result<(Response, usize), ApiError> {
     let (json_part, binary) = v2_binary::split(&headers, body?)?;
     let request: InferRequest = parse_json(&json_part)?;
-    let model = resolve(state, name, version)?;
-    obs.served_by(&model);
+    // A pinned version bypasses experiments; otherwise the unit comes from `parameters.unit`
+    // or a header, as in the seed API.
+    let (model, assignment) = match version {
+        Some(_) => (resolve(state, name, version)?, None),
+        None => {
+            let unit = unit_of(state, name, request.parameters.get("unit"), None, &headers);
+            choose(state, name, unit.as_deref(), uuid::Uuid::new_v4().as_u128() as u64)?
+        }
+    };
+    obs.served_by(&model, assignment.as_ref());
     let input = decode_input(&model, &request, &binary)?;
     let rows = input.rows;
+    let copy = assignment.as_ref().and_then(|a| a.shadow.clone()).map(|m| (m, input.clone()));
     let out = run(state, &model, input).await?;
-    Ok((encode_response(&model, &request, out)?, rows))
+    if let Some((shadow_model, copy)) = copy {
+        shadow(state, shadow_model, "v2", copy);
+    }
+    Ok((encode_response(&model, &request, out, assignment.as_ref())?, rows))
 }
 
 fn decode_input(model: &LoadedModel, request: &InferRequest, binary: &[u8]) -> Result<InputBatch, ApiError> {
@@ -322,6 +329,7 @@ fn encode_response(
     model: &LoadedModel,
     request: &InferRequest,
     out: OutputBatch,
+    assignment: Option<&Assignment>,
 ) -> Result<Response, ApiError> {
     let mut outputs = Vec::new();
     let mut binary = Vec::new();
@@ -349,6 +357,9 @@ fn encode_response(
     });
     if let Some(id) = &request.id {
         body["id"] = json!(id);
+    }
+    if let Some(a) = assignment {
+        body["parameters"] = json!({ "arm": a.arm, "assignment": a.how });
     }
     let mut payload = serde_json::to_vec(&body)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

@@ -69,7 +69,16 @@ pub async fn adopt(state: &NodeState, catalog: Catalog, client: Option<&ControlC
                 .ok(),
             None => None,
         };
-        models.insert(name.clone(), Slot { live, previous });
+        let mut extra = Vec::new();
+        for manifest in &entry.extra {
+            match obtain(state, manifest, client).await {
+                Ok(m) => extra.push(m),
+                Err(reason) => {
+                    tracing::warn!(model = %name, version = manifest.version, %reason, "cannot load experiment version");
+                }
+            }
+        }
+        models.insert(name.clone(), Slot { live, previous, extra });
     }
     let complete = missing.is_empty();
     let epoch = catalog.epoch;

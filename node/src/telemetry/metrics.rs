@@ -28,6 +28,8 @@ pub struct LookupLabels {
 pub struct RequestLabels {
     pub model: String,
     pub version: String,
+    /// Experiment arm (`shadow` for shadow copies); empty without an experiment.
+    pub arm: String,
     /// `predict` (seed API) or `v2` (Open Inference Protocol).
     pub api: String,
     /// HTTP status code of the answer.
@@ -44,7 +46,21 @@ pub struct ModelLabels {
 pub struct LatencyLabels {
     pub model: String,
     pub version: String,
+    pub arm: String,
     pub api: String,
+}
+
+/// One answered request, as the metrics see it. `version` is empty when no model was
+/// resolved; `arm` is empty without an experiment.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    pub model: &'a str,
+    pub version: &'a str,
+    pub arm: &'a str,
+    pub api: &'a str,
+    pub code: u16,
+    pub seconds: f64,
+    pub rows: usize,
 }
 
 pub struct Metrics {
@@ -117,26 +133,27 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Record one answered request; `version` is empty when no model was resolved.
-    pub fn observe(&self, model: &str, version: &str, api: &str, code: u16, seconds: f64, rows: usize) {
+    /// Record one answered request.
+    pub fn observe(&self, o: &Outcome<'_>) {
         self.requests
             .get_or_create(&RequestLabels {
-                model: model.to_string(),
-                version: version.to_string(),
-                api: api.to_string(),
-                code: code.to_string(),
+                model: o.model.to_string(),
+                version: o.version.to_string(),
+                arm: o.arm.to_string(),
+                api: o.api.to_string(),
+                code: o.code.to_string(),
             })
             .inc();
-        if code == 200 {
+        if o.code == 200 {
             let labels = LatencyLabels {
-                model: model.to_string(),
-                version: version.to_string(),
-                api: api.to_string(),
+                model: o.model.to_string(),
+                version: o.version.to_string(),
+                arm: o.arm.to_string(),
+                api: o.api.to_string(),
             };
-            self.duration.get_or_create(&labels).observe(seconds);
-            self.rows
-                .get_or_create(&ModelLabels { model: model.to_string(), version: version.to_string() })
-                .inc_by(rows as u64);
+            self.duration.get_or_create(&labels).observe(o.seconds);
+            let labels = ModelLabels { model: o.model.to_string(), version: o.version.to_string() };
+            self.rows.get_or_create(&labels).inc_by(o.rows as u64);
         }
     }
 

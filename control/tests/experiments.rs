@@ -1,0 +1,184 @@
+//! A/B experiments across real nodes: sticky assignment identical on every node, answers from
+//! the arm's version, a shadow that never changes the answer, and bad definitions refused.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+use harness::*;
+use meridian_gossip::{Arm, Experiment};
+use meridian_models::demo::demo_model;
+use serde_json::json;
+
+fn experiment(arms: Vec<Arm>, shadow: Option<u32>) -> Experiment {
+    Experiment {
+        name: "mlp-vs-logreg".into(),
+        model: "cancer".into(),
+        arms,
+        shadow,
+        unit_key: "user_id".into(),
+        salt: "s".into(),
+    }
+}
+
+fn arm(name: &str, version: u32, weight_bp: u32) -> Arm {
+    Arm { name: name.into(), version, weight_bp }
+}
+
+/// Control with `cancer` v1 = logistic regression (deployed), v2 = MLP, and `ids` nodes.
+async fn setup(dir: &std::path::Path, ids: &[&str]) -> (Control, Vec<Node>) {
+    let control = Control::start(dir).await;
+    control.push("cancer", demo_model("breast-cancer-logreg").unwrap()).await;
+    control.push("cancer", demo_model("breast-cancer-mlp").unwrap()).await;
+    control.client.deploy("cancer", Some(1)).await.unwrap();
+    let mut nodes = Vec::new();
+    for id in ids {
+        let node = Node::start(node_config(id, Some(control.url()), &dir.join(id))).await;
+        node.wait_live("cancer", 1).await;
+        nodes.push(node);
+    }
+    (control, nodes)
+}
+
+async fn wait_experiment_versions(nodes: &[Node], versions: &[u32]) {
+    for node in nodes {
+        let state = node.handle.state.clone();
+        let versions = versions.to_vec();
+        wait_for("experiment versions loaded", || {
+            let t = state.table.load();
+            let ok = t.catalog.experiments.contains_key("cancer")
+                && versions.iter().all(|v| {
+                    t.models.get("cancer").is_some_and(|s| s.versions().any(|m| m.manifest.version == *v))
+                });
+            async move { ok }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assignment_is_sticky_and_identical_on_every_node_and_arms_answer_with_their_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (control, nodes) = setup(dir.path(), &["eu", "us", "ap"]).await;
+    control
+        .client
+        .start_experiment(&experiment(vec![arm("control", 1, 5_000), arm("mlp", 2, 5_000)], None))
+        .await
+        .unwrap();
+    wait_experiment_versions(&nodes, &[1, 2]).await;
+    let (logreg, mlp) = (
+        reference(demo_model("breast-cancer-logreg").unwrap()),
+        reference(demo_model("breast-cancer-mlp").unwrap()),
+    );
+    let exp = experiment(vec![arm("control", 1, 5_000), arm("mlp", 2, 5_000)], None);
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..40 {
+        let user_id = format!("user-{user}");
+        let expected_arm = exp.assign(&user_id).unwrap().clone();
+        let row = user % logreg.rows.len();
+        for node in &nodes {
+            let mut body = logreg.features(row);
+            body["unit"] = json!(user_id);
+            let (status, answer) =
+                post_json(&format!("{}/api/v1/models/cancer/predict", node.url()), &body).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["arm"], expected_arm.name.as_str(), "{user_id} on {}", node.url());
+            assert_eq!(answer["assignment"], "sticky");
+            assert_eq!(answer["model_version"], expected_arm.version);
+            let reference = if expected_arm.version == 1 { &logreg } else { &mlp };
+            assert!(close(answer["prediction"].as_f64().unwrap(), reference.prediction(row)));
+        }
+        seen.insert(expected_arm.name);
+    }
+    assert_eq!(seen.len(), 2, "40 users all landed in one arm of a 50/50 split");
+    // The unit may also come in a header named by the unit key; without one the arm is random.
+    let resp = http()
+        .post(format!("{}/api/v1/models/cancer/predict", nodes[0].url()))
+        .header("user_id", "user-7")
+        .json(&logreg.features(0))
+        .send()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(answer["arm"], exp.assign("user-7").unwrap().name.as_str());
+    let (_, answer) =
+        post_json(&format!("{}/api/v1/models/cancer/predict", nodes[0].url()), &logreg.features(0)).await;
+    assert_eq!(answer["assignment"], "random");
+    // Per-arm metrics.
+    let metrics =
+        http().get(format!("{}/metrics", nodes[0].url())).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"arm="mlp""#) && metrics.contains(r#"arm="control""#), "{metrics}");
+    // Stopping the experiment sends everyone to the live version.
+    control.client.stop_experiment("mlp-vs-logreg").await.unwrap();
+    for node in &nodes {
+        let state = node.handle.state.clone();
+        wait_for("experiment gone", || {
+            let ok = state.table.load().catalog.experiments.is_empty();
+            async move { ok }
+        })
+        .await;
+        let mut body = logreg.features(0);
+        body["unit"] = json!("user-1");
+        let (_, answer) = post_json(&format!("{}/api/v1/models/cancer/predict", node.url()), &body).await;
+        assert_eq!(answer["model_version"], 1);
+        assert!(answer.get("arm").is_none());
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+    control.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shadow_arm_never_changes_the_answer_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (control, nodes) = setup(dir.path(), &["n"]).await;
+    control.client.start_experiment(&experiment(vec![arm("control", 1, 10_000)], Some(2))).await.unwrap();
+    wait_experiment_versions(&nodes, &[1, 2]).await;
+    let node = &nodes[0];
+    let logreg = reference(demo_model("breast-cancer-logreg").unwrap());
+    for i in 0..logreg.rows.len() {
+        let mut body = logreg.features(i);
+        body["unit"] = json!(format!("u{i}"));
+        let (status, answer) =
+            post_json(&format!("{}/api/v1/models/cancer/predict", node.url()), &body).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["model_version"], 1);
+        assert!(close(answer["prediction"].as_f64().unwrap(), logreg.prediction(i)));
+    }
+    let url = format!("{}/metrics", node.url());
+    wait_for("shadow copies recorded", || {
+        let url = url.clone();
+        async move {
+            let text = http().get(url).send().await.unwrap().text().await.unwrap();
+            text.contains(r#"meridian_requests_total{model="cancer",version="2",arm="shadow",api="predict",code="200"} 16"#)
+        }
+    })
+    .await;
+    nodes.into_iter().next().unwrap().stop().await;
+    control.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_experiments_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (control, nodes) = setup(dir.path(), &[]).await;
+    let cases = [
+        (experiment(vec![arm("a", 1, 5_000), arm("b", 2, 4_000)], None), "422", "sum to 9000"),
+        (experiment(vec![arm("a", 1, 5_000), arm("b", 9, 5_000)], None), "422", "no version 9"),
+    ];
+    for (exp, status, needle) in cases {
+        let err = control.client.start_experiment(&exp).await.unwrap_err().to_string();
+        assert!(err.contains(status) && err.contains(needle), "{err}");
+    }
+    control.client.start_experiment(&experiment(vec![arm("a", 2, 10_000)], None)).await.unwrap();
+    let mut second = experiment(vec![arm("a", 1, 10_000)], None);
+    second.name = "another".into();
+    let err = control.client.start_experiment(&second).await.unwrap_err().to_string();
+    assert!(err.contains("409") && err.contains("already runs experiment"), "{err}");
+    // Version 2 is not live, but the experiment needs it.
+    let err = control.client.archive("cancer", 2).await.unwrap_err().to_string();
+    assert!(err.contains("409") && err.contains("running experiment"), "{err}");
+    assert!(control.client.stop_experiment("nope").await.unwrap_err().to_string().contains("404"));
+    drop(nodes);
+    control.stop().await;
+}

@@ -4,6 +4,7 @@
 //! - [`registry`]: model versions, artifacts and the catalog (sled + files).
 //! - [`api`]: the operator and node-facing HTTP API (axum).
 //! - [`directory`]: the nodes that reported in, for `meridian nodes`.
+//! - [`sink`]: latency reports from nodes, merged into percentiles per slice.
 //! - [`server`]: `run(config, shutdown)`: bind, serve, stop.
 //! - [`cli`]: the `meridian` command line (clients of the control and node APIs, `up`).
 //!
@@ -16,6 +17,7 @@ pub mod config;
 pub mod directory;
 pub mod registry;
 pub mod server;
+pub mod sink;
 
 pub use config::ControlConfig;
 pub use server::{spawn, ControlHandle};

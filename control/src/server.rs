@@ -57,6 +57,7 @@ pub async fn spawn(
         registry,
         catalog: catalog_tx,
         directory: Directory::default(),
+        sink: Default::default(),
         shutdown: shutdown.clone(),
     });
     let app = router(state);

@@ -5,6 +5,7 @@
 //!   live, the previous one kept for instant rollback, an epoch that orders catalogs and a
 //!   digest that tells two nodes whether they agree.
 //! - [`experiment`]: A/B experiments and their sticky, stateless assignment.
+//! - [`report`]: latency reports (HdrHistogram snapshots) from nodes to control.
 //! - [`node_info`]: what a node reports about itself (region, address, models loaded).
 //!
 //! Will own (mesh issue): SWIM membership with foca as a sans-IO core driven by `now`, inputs
@@ -14,6 +15,7 @@
 pub mod catalog;
 pub mod experiment;
 pub mod node_info;
+pub mod report;
 
 pub use catalog::{Catalog, CatalogEntry};
 pub use experiment::{Arm, Experiment};

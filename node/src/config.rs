@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub catalog_wait_ms: u64,
     /// Interval of reports to control.
     pub heartbeat_ms: u64,
+    /// Interval of latency histogram reports to control.
+    pub report_interval_ms: u64,
     /// Largest artifact the node downloads.
     pub max_artifact_bytes: u64,
     /// One-row answers kept by (model, version, input vector); 0 turns the cache off.
@@ -63,6 +65,7 @@ impl Default for NodeConfig {
             request_timeout_ms: 5_000,
             catalog_wait_ms: 20_000,
             heartbeat_ms: 5_000,
+            report_interval_ms: 10_000,
             max_artifact_bytes: 1 << 30,
             max_ingest_bytes: 256 << 20,
             result_cache_capacity: 0,
@@ -110,8 +113,8 @@ impl NodeConfig {
         if self.workers_per_model > 64 {
             p.push("workers_per_model must be at most 64".to_string());
         }
-        if self.request_timeout_ms == 0 || self.heartbeat_ms == 0 {
-            p.push("request_timeout_ms and heartbeat_ms must be positive".to_string());
+        if self.request_timeout_ms == 0 || self.heartbeat_ms == 0 || self.report_interval_ms == 0 {
+            p.push("request_timeout_ms, heartbeat_ms and report_interval_ms must be positive".to_string());
         }
         if let Some(url) = &self.features.redis_url {
             if !url.starts_with("redis://") && !url.starts_with("rediss://") {

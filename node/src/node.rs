@@ -23,6 +23,7 @@ pub struct NodeState {
     pub store: LocalStore,
     pub features: Arc<FeatureStore>,
     pub results: ResultCache,
+    pub histograms: crate::telemetry::histograms::Recorder,
     pub shutdown: CancellationToken,
 }
 
@@ -88,12 +89,14 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         store,
         features: features.clone(),
         results,
+        histograms: Default::default(),
         shutdown: shutdown.clone(),
     });
     let app = crate::serve::router(state.clone());
     let sync = tokio::spawn(crate::sync::follow(state.clone()));
     let heartbeat = tokio::spawn(crate::sync::heartbeat(state.clone()));
     let invalidations = tokio::spawn(features.follow_invalidations(shutdown.clone()));
+    let reports = tokio::spawn(crate::sync::report::report(state.clone()));
     tracing::info!(node = %state.config.id, region = %state.config.region, %addr, "node listening");
     let state_for_stop = state.clone();
     let task = tokio::spawn(async move {
@@ -104,6 +107,7 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         let _ = sync.await;
         let _ = heartbeat.await;
         let _ = invalidations.await;
+        let _ = reports.await;
         state_for_stop.features.flush().await;
         served
     });

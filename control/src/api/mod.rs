@@ -4,11 +4,13 @@
 //! - [`models`]: push, list, show, deploy, rollback, archive.
 //! - [`catalog`]: the catalog (long-poll) and artifacts by digest, for nodes.
 //! - [`experiments`]: A/B experiments.
+//! - [`metrics`]: latency reports in, merged percentiles out.
 //! - [`views`]: feature view definitions.
 //! - [`nodes`]: node heartbeats and the node list.
 
 pub mod catalog;
 pub mod experiments;
+pub mod metrics;
 pub mod models;
 pub mod nodes;
 pub mod views;
@@ -33,6 +35,7 @@ pub struct ControlState {
     /// The current catalog; nodes long-poll on it.
     pub catalog: watch::Sender<Catalog>,
     pub directory: Directory,
+    pub sink: crate::sink::Sink,
     /// Cancelled when control stops: long-polls answer at once instead of holding shutdown.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -132,6 +135,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/experiments", get(experiments::list).post(experiments::start))
         .route("/api/v1/experiments/{name}", get(experiments::show))
         .route("/api/v1/experiments/{name}/stop", post(experiments::stop))
+        .route("/api/v1/metrics", get(metrics::query))
+        .route("/api/v1/metrics/report", post(metrics::report))
         .route("/api/v1/views", get(views::list))
         .route("/api/v1/views/{name}", axum::routing::put(views::put))
         .route("/api/v1/nodes", get(nodes::list))

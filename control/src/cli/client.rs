@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::directory::NodeStatus;
 use crate::registry::ModelRecord;
+use crate::sink::SliceStats;
 
 pub struct Client {
     base: String,
@@ -136,6 +137,14 @@ impl Client {
 
     pub async fn views(&self) -> anyhow::Result<Vec<FeatureView>> {
         self.send(self.http.get(self.url("/api/v1/views"))).await
+    }
+
+    pub async fn metrics(&self, model: Option<&str>, window_s: u64) -> anyhow::Result<Vec<SliceStats>> {
+        let mut req = self.http.get(self.url("/api/v1/metrics")).query(&[("window_s", window_s)]);
+        if let Some(m) = model {
+            req = req.query(&[("model", m)]);
+        }
+        self.send(req).await
     }
 
     pub async fn nodes(&self) -> anyhow::Result<Vec<NodeStatus>> {

@@ -20,6 +20,7 @@ pub mod models;
 pub mod nodes;
 pub mod output;
 pub mod predict;
+pub mod top;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +62,8 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// List the nodes that report to control.
     Nodes,
+    /// Latency percentiles and traffic per model, version, arm and region, refreshed live.
+    Top(top::TopArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -73,6 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Experiments(cmd) => experiments::run(&client::Client::new(&cli.control)?, cmd, &out).await,
         Command::Features(cmd) => features::run(&client::Client::new(&cli.control)?, cmd, &out).await,
         Command::Predict(args) => predict::run(args, &out).await,
+        Command::Top(args) => top::run(&client::Client::new(&cli.control)?, args, &out).await,
         Command::Nodes => nodes::run(&client::Client::new(&cli.control)?, &out).await,
     }
 }

@@ -25,12 +25,13 @@ pub struct Control {
 
 impl Control {
     pub async fn start(dir: &Path) -> Control {
+        Self::start_on(dir, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Start on a given address (to restart control where nodes expect it).
+    pub async fn start_on(dir: &Path, listen: SocketAddr) -> Control {
         let token = CancellationToken::new();
-        let config = ControlConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: dir.join("control"),
-            ..ControlConfig::default()
-        };
+        let config = ControlConfig { listen, data_dir: dir.join("control"), ..ControlConfig::default() };
         let handle = meridian_control::spawn(config, token.clone()).await.expect("control starts");
         let client = Client::new(&handle.url()).unwrap();
         Control { handle, token, client }

@@ -9,7 +9,21 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use meridian_models::{InputBatch, ModelError, OutputBatch, Runtime};
 use tokio::sync::oneshot;
 
-pub type JobResult = Result<OutputBatch, ModelError>;
+/// A job's rows of output and how long the runtime took for the batch it ran in.
+#[derive(Debug)]
+pub struct Computed {
+    pub out: OutputBatch,
+    pub compute: std::time::Duration,
+}
+
+pub type JobResult = Result<Computed, ModelError>;
+
+/// Run `input` and time it.
+fn timed(runtime: &dyn Runtime, input: &InputBatch) -> JobResult {
+    let started = std::time::Instant::now();
+    let out = runtime.run(input)?;
+    Ok(Computed { out, compute: started.elapsed() })
+}
 
 struct Job {
     input: InputBatch,
@@ -90,7 +104,7 @@ fn run_jobs(runtime: &dyn Runtime, jobs: &mut Vec<Job>) {
     // Jobs whose caller gave up (timeout, disconnect) are not run.
     jobs.retain(|j| !j.reply.is_closed());
     if let [job] = jobs.as_slice() {
-        let result = runtime.run(&job.input);
+        let result = timed(runtime, &job.input);
         if let Some(job) = jobs.pop() {
             let _ = job.reply.send(result);
         }
@@ -102,7 +116,7 @@ fn run_jobs(runtime: &dyn Runtime, jobs: &mut Vec<Job>) {
     let width = jobs[0].input.width;
     if jobs.iter().any(|j| j.input.width != width) {
         for job in jobs.drain(..) {
-            let result = runtime.run(&job.input);
+            let result = timed(runtime, &job.input);
             let _ = job.reply.send(result);
         }
         return;
@@ -113,19 +127,19 @@ fn run_jobs(runtime: &dyn Runtime, jobs: &mut Vec<Job>) {
         values.extend_from_slice(&job.input.values);
     }
     let batch = InputBatch { rows, width, values };
-    match runtime.run(&batch) {
-        Ok(out) => {
+    match timed(runtime, &batch) {
+        Ok(Computed { out, compute }) => {
             let mut start = 0;
             for job in jobs.drain(..) {
                 let end = start + job.input.rows;
-                let _ = job.reply.send(Ok(out.slice_rows(start, end)));
+                let _ = job.reply.send(Ok(Computed { out: out.slice_rows(start, end), compute }));
                 start = end;
             }
         }
         // A failed batch is retried job by job so one bad job cannot fail its neighbours.
         Err(_) => {
             for job in jobs.drain(..) {
-                let result = runtime.run(&job.input);
+                let result = timed(runtime, &job.input);
                 let _ = job.reply.send(result);
             }
         }
@@ -205,9 +219,9 @@ mod tests {
             SubmitError::QueueFull(3)
         );
         drop(held);
-        assert_eq!(first.await.unwrap().unwrap().tensors[0].data, TensorData::F32(vec![2.0]));
+        assert_eq!(first.await.unwrap().unwrap().out.tensors[0].data, TensorData::F32(vec![2.0]));
         for (i, rx) in queued.into_iter().enumerate() {
-            let out = rx.await.unwrap().unwrap();
+            let out = rx.await.unwrap().unwrap().out;
             assert_eq!(out.rows, 2);
             assert_eq!(out.tensors[0].data, TensorData::F32(vec![2.0 * i as f32, 20.0 + 2.0 * i as f32]));
         }

@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
-use meridian_models::{InputBatch, OutputBatch};
+use meridian_models::InputBatch;
 use tokio::time::Instant;
 
 use super::error::ApiError;
 use crate::inference::table::Resolved;
+use crate::inference::worker::Computed;
 use crate::inference::LoadedModel;
 use crate::node::NodeState;
+use crate::telemetry::histograms::Sample;
 use crate::telemetry::metrics::Outcome;
 
 /// The loaded model answering for `name` at `version` (the live one when `None`).
@@ -121,7 +123,7 @@ pub fn parse_version(raw: &str) -> Result<u32, ApiError> {
 }
 
 /// Run `input` through `model`'s workers.
-pub async fn run(state: &NodeState, model: &LoadedModel, input: InputBatch) -> Result<OutputBatch, ApiError> {
+pub async fn run(state: &NodeState, model: &LoadedModel, input: InputBatch) -> Result<Computed, ApiError> {
     let limit = state.config.max_rows_per_request;
     if input.rows > limit {
         return Err(ApiError::too_large(format!("{} rows in one request; the limit is {limit}", input.rows)));
@@ -150,11 +152,15 @@ pub struct Observation {
     served: Option<(String, u32)>,
     /// The experiment arm, when one answered.
     arm: Option<String>,
+    /// The model's compute time for the batch this request ran in.
+    pub compute: Option<Duration>,
+    /// Stored features came from a stale copy.
+    pub degraded: bool,
 }
 
 impl Observation {
     pub fn start(api: &'static str) -> Self {
-        Self { started: Instant::now(), api, served: None, arm: None }
+        Self { started: Instant::now(), api, served: None, arm: None, compute: None, degraded: false }
     }
 
     pub fn elapsed_ms(&self) -> f64 {
@@ -183,6 +189,17 @@ impl Observation {
         let arm = self.arm.as_deref().unwrap_or_default();
         let outcome = Outcome { model, version: &version, arm, api: self.api, code, seconds: secs, rows };
         state.metrics.observe(&outcome);
+        if let Some((_, v)) = &self.served {
+            state.histograms.record(Sample {
+                model,
+                version: *v,
+                arm,
+                total_us: (secs * 1e6) as u64,
+                compute_us: self.compute.map(|c| c.as_micros() as u64),
+                ok: code == 200,
+                degraded: self.degraded,
+            });
+        }
         response
     }
 }

@@ -116,6 +116,7 @@ async fn answer(
         return Err(ApiError::too_large(format!("{} rows in one request; the limit is {limit}", rows.len())));
     }
     let stored = lookup_entities(state, &model, request.entity.as_ref()).await?;
+    obs.degraded = stored.degraded;
     let (input, defaulted) = to_batch(&model, &rows, single, &stored)?;
     let n = input.rows;
     let (name, version) = (&model.manifest.name, model.manifest.version);
@@ -125,7 +126,9 @@ async fn answer(
         None => {
             let key = single.then(|| input.values.clone());
             let copy = assignment.as_ref().and_then(|a| a.shadow.clone()).map(|m| (m, input.clone()));
-            let out = run(state, &model, input).await?;
+            let computed = run(state, &model, input).await?;
+            obs.compute = Some(computed.compute);
+            let out = computed.out;
             if let Some((shadow_model, copy)) = copy {
                 shadow(state, shadow_model, "predict", copy);
             }

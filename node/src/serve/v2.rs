@@ -184,7 +184,9 @@ async fn infer_inner(
     let input = decode_input(&model, &request, &binary)?;
     let rows = input.rows;
     let copy = assignment.as_ref().and_then(|a| a.shadow.clone()).map(|m| (m, input.clone()));
-    let out = run(state, &model, input).await?;
+    let computed = run(state, &model, input).await?;
+    obs.compute = Some(computed.compute);
+    let out = computed.out;
     if let Some((shadow_model, copy)) = copy {
         shadow(state, shadow_model, "v2", copy);
     }

@@ -86,6 +86,17 @@ impl ControlClient {
         Ok(bytes)
     }
 
+    pub async fn report(&self, report: &meridian_gossip::report::LatencyReport) -> Result<(), ControlError> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/metrics/report", self.base))
+            .json(report)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
+        Self::check(resp).await.map(|_| ())
+    }
+
     pub async fn heartbeat(&self, info: &NodeInfo) -> Result<(), ControlError> {
         let resp = self
             .http

@@ -3,6 +3,7 @@
 //!
 //! - [`store`]: the persisted catalog and artifacts under the data directory.
 //! - [`control`]: the client for control's catalog, artifact and heartbeat endpoints.
+//! - [`report`]: latency reports to control, buffered while it is down.
 //! - [`adopt`]: turning a catalog into a serving table: fetch, verify, load, warm, swap.
 //!
 //! At start the node adopts its persisted catalog (so it serves with control down), then
@@ -10,6 +11,7 @@
 
 pub mod adopt;
 pub mod control;
+pub mod report;
 pub mod store;
 
 use std::sync::Arc;

@@ -15,6 +15,7 @@ pub const CATALOG_EPOCH: &str = "meridian_catalog_epoch";
 pub const MODELS_LOADED: &str = "meridian_models_loaded";
 pub const FEATURE_LOOKUPS: &str = "meridian_feature_lookups";
 pub const FEATURE_BREAKER_OPEN: &str = "meridian_feature_breaker_open";
+pub const REPORTS_DROPPED: &str = "meridian_latency_reports_dropped";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LookupLabels {
@@ -73,6 +74,7 @@ pub struct Metrics {
     pub models_loaded: Gauge,
     pub feature_lookups: Family<LookupLabels, Counter>,
     pub feature_breaker_open: Gauge,
+    pub reports_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -118,6 +120,12 @@ impl Default for Metrics {
             "1 while the circuit breaker in front of Redis is open",
             feature_breaker_open.clone(),
         );
+        let reports_dropped = Counter::default();
+        registry.register(
+            REPORTS_DROPPED,
+            "Latency reports dropped because control was unreachable too long",
+            reports_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -128,6 +136,7 @@ impl Default for Metrics {
             models_loaded,
             feature_lookups,
             feature_breaker_open,
+            reports_dropped,
         }
     }
 }

@@ -1,0 +1,223 @@
+//! The metrics sink: latency reports from every node, kept for a window and merged on demand
+//! into percentiles and rates per (model, version, arm, region). HdrHistogram merges are exact,
+//! so merged percentiles equal those of one histogram fed every sample. In memory: a control
+//! restart loses the window, nodes keep reporting.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use base64::Engine;
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::Histogram;
+use meridian_gossip::report::LatencyReport;
+use serde::{Deserialize, Serialize};
+
+/// Reports older than this are forgotten.
+pub const KEEP_MS: u64 = 3_600_000;
+/// Most reports kept (all nodes together), whatever their age.
+pub const MAX_REPORTS: usize = 100_000;
+
+struct Decoded {
+    end_ms: u64,
+    region: String,
+    slices: Vec<DecodedSlice>,
+}
+
+struct DecodedSlice {
+    model: String,
+    version: u32,
+    arm: String,
+    requests: u64,
+    errors: u64,
+    degraded: u64,
+    total: Histogram<u64>,
+    compute: Histogram<u64>,
+}
+
+#[derive(Default)]
+pub struct Sink {
+    reports: Mutex<VecDeque<Decoded>>,
+}
+
+/// Merged figures of one slice over a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SliceStats {
+    pub model: String,
+    pub version: u32,
+    pub arm: String,
+    pub region: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub degraded: u64,
+    pub error_rate: f64,
+    pub requests_per_s: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub compute_p50_ms: f64,
+    pub compute_p99_ms: f64,
+}
+
+fn decode(text: &str, what: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("{what}: not base64: {e}"))?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("{what}: not an HdrHistogram V2 serialization: {e:?}"))
+}
+
+impl Sink {
+    /// Decode every slice of `report` first: a malformed one refuses the whole report, so a
+    /// bad snapshot never reaches the merged figures.
+    pub fn ingest(&self, report: LatencyReport, now_ms: u64) -> Result<usize, String> {
+        if report.end_ms < report.start_ms {
+            return Err("end_ms is before start_ms".to_string());
+        }
+        let mut slices = Vec::with_capacity(report.slices.len());
+        for (i, s) in report.slices.into_iter().enumerate() {
+            let at = format!("slices[{i}] ({} v{})", s.model, s.version);
+            let total = decode(&s.total_us, &format!("{at} total_us"))?;
+            let compute = decode(&s.compute_us, &format!("{at} compute_us"))?;
+            if s.errors > s.requests || total.len() > s.requests {
+                return Err(format!("{at}: counts do not add up"));
+            }
+            let (model, version, arm) = (s.model, s.version, s.arm);
+            let (requests, errors, degraded) = (s.requests, s.errors, s.degraded);
+            slices.push(DecodedSlice { model, version, arm, requests, errors, degraded, total, compute });
+        }
+        let n = slices.len();
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.push_back(Decoded { end_ms: report.end_ms.min(now_ms), region: report.region, slices });
+        while reports.len() > MAX_REPORTS || reports.front().is_some_and(|r| r.end_ms + KEEP_MS < now_ms) {
+            reports.pop_front();
+        }
+        Ok(n)
+    }
+
+    /// Merged figures per (model, version, arm, region) of reports ending in the last
+    /// `window_ms`, optionally for one model.
+    pub fn query(&self, model: Option<&str>, window_ms: u64, now_ms: u64) -> Vec<SliceStats> {
+        type Key = (String, u32, String, String);
+        let mut merged: BTreeMap<Key, (u64, u64, u64, Histogram<u64>, Histogram<u64>)> = BTreeMap::new();
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let since = now_ms.saturating_sub(window_ms);
+        for r in reports.iter().filter(|r| r.end_ms >= since) {
+            for s in r.slices.iter().filter(|s| model.is_none_or(|m| m == s.model)) {
+                let key = (s.model.clone(), s.version, s.arm.clone(), r.region.clone());
+                let entry = merged.entry(key).or_insert_with(|| {
+                    // Auto-resizing, so any node's range merges in (`new_from` would copy a
+                    // deserialized histogram's fixed range and refuse larger values).
+                    let empty = || Histogram::new(3).expect("valid HdrHistogram precision");
+                    (0, 0, 0, empty(), empty())
+                });
+                entry.0 += s.requests;
+                entry.1 += s.errors;
+                entry.2 += s.degraded;
+                if entry.3.add(&s.total).is_err() || entry.4.add(&s.compute).is_err() {
+                    tracing::warn!(model = %s.model, "a latency snapshot could not be merged");
+                }
+            }
+        }
+        let secs = (window_ms as f64 / 1e3).max(1e-3);
+        let ms =
+            |h: &Histogram<u64>, q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e3 };
+        merged
+            .into_iter()
+            .map(|((model, version, arm, region), (requests, errors, degraded, total, compute))| SliceStats {
+                model,
+                version,
+                arm,
+                region,
+                requests,
+                errors,
+                degraded,
+                error_rate: if requests == 0 { 0.0 } else { errors as f64 / requests as f64 },
+                requests_per_s: requests as f64 / secs,
+                p50_ms: ms(&total, 0.5),
+                p90_ms: ms(&total, 0.9),
+                p99_ms: ms(&total, 0.99),
+                p999_ms: ms(&total, 0.999),
+                compute_p50_ms: ms(&compute, 0.5),
+                compute_p99_ms: ms(&compute, 0.99),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+    use meridian_gossip::report::SliceReport;
+
+    fn encode(h: &Histogram<u64>) -> String {
+        let mut bytes = Vec::new();
+        V2DeflateSerializer::new().serialize(h, &mut bytes).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    fn report(node: &str, samples: &[u64], errors: u64) -> LatencyReport {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for s in samples {
+            h.record(*s).unwrap();
+        }
+        LatencyReport {
+            node: node.into(),
+            region: "eu".into(),
+            start_ms: 0,
+            end_ms: 1_000,
+            slices: vec![SliceReport {
+                model: "m".into(),
+                version: 1,
+                arm: String::new(),
+                requests: samples.len() as u64 + errors,
+                errors,
+                degraded: 0,
+                total_us: encode(&h),
+                compute_us: encode(&h),
+            }],
+        }
+    }
+
+    #[test]
+    fn merged_percentiles_equal_those_of_one_histogram_fed_every_sample() {
+        let sink = Sink::default();
+        let mut all = Histogram::<u64>::new(3).unwrap();
+        // Three nodes with different latency profiles (µs), one of them slow.
+        let parts: Vec<Vec<u64>> = vec![
+            (0..5_000).map(|i| 200 + i % 300).collect(),
+            (0..3_000).map(|i| 900 + (i * 7) % 2_000).collect(),
+            (0..500).map(|i| 20_000 + i * 13).collect(),
+        ];
+        for (i, part) in parts.iter().enumerate() {
+            for s in part {
+                all.record(*s).unwrap();
+            }
+            sink.ingest(report(&format!("n{i}"), part, 1), 1_000).unwrap();
+        }
+        let stats = sink.query(Some("m"), 60_000, 1_000);
+        assert_eq!(stats.len(), 1);
+        let s = &stats[0];
+        assert_eq!(s.requests, 8_503);
+        assert_eq!(s.errors, 3);
+        for (got, q) in [(s.p50_ms, 0.5), (s.p90_ms, 0.9), (s.p99_ms, 0.99), (s.p999_ms, 0.999)] {
+            assert_eq!(got, all.value_at_quantile(q) as f64 / 1e3, "quantile {q}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_snapshot_is_refused_and_never_reaches_the_figures() {
+        let sink = Sink::default();
+        sink.ingest(report("a", &[100, 200, 300], 0), 1_000).unwrap();
+        let before = sink.query(None, 60_000, 1_000);
+        let mut bad = report("b", &[5_000_000], 0);
+        bad.slices[0].total_us = "bm90IGEgaGlzdG9ncmFt".into();
+        assert!(sink.ingest(bad, 1_000).unwrap_err().contains("HdrHistogram"));
+        let mut lying = report("c", &[1, 2, 3], 0);
+        lying.slices[0].requests = 1;
+        assert!(sink.ingest(lying, 1_000).unwrap_err().contains("do not add up"));
+        assert_eq!(sink.query(None, 60_000, 1_000), before);
+    }
+}

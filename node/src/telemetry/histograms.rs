@@ -1,0 +1,114 @@
+//! Latency histograms per (model, version, arm) of this node, drained into a
+//! [`LatencyReport`] every interval for control to merge across nodes and regions.
+//! Recording is a mutex, three map lookups without allocation, and two HdrHistogram records.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine;
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use meridian_gossip::report::{LatencyReport, SliceReport};
+
+/// One request's figures, in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    pub model: &'a str,
+    pub version: u32,
+    pub arm: &'a str,
+    pub total_us: u64,
+    pub compute_us: Option<u64>,
+    pub ok: bool,
+    pub degraded: bool,
+}
+
+struct Slice {
+    requests: u64,
+    errors: u64,
+    degraded: u64,
+    total: Histogram<u64>,
+    compute: Histogram<u64>,
+}
+
+impl Slice {
+    fn new() -> Self {
+        // 3 significant digits is always a valid precision: this cannot fail.
+        let h = || Histogram::new(3).expect("valid HdrHistogram precision");
+        Self { requests: 0, errors: 0, degraded: 0, total: h(), compute: h() }
+    }
+}
+
+type Slices = HashMap<String, HashMap<u32, HashMap<String, Slice>>>;
+
+#[derive(Default)]
+pub struct Recorder {
+    slices: Mutex<Slices>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recorder")
+    }
+}
+
+fn encode(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    if V2DeflateSerializer::new().serialize(h, &mut bytes).is_err() {
+        bytes.clear();
+    }
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+impl Recorder {
+    pub fn record(&self, s: Sample<'_>) {
+        let mut slices = self.slices.lock().unwrap_or_else(|p| p.into_inner());
+        let by_version = match slices.get_mut(s.model) {
+            Some(v) => v,
+            None => slices.entry(s.model.to_string()).or_default(),
+        };
+        let by_arm = by_version.entry(s.version).or_default();
+        let slice = match by_arm.get_mut(s.arm) {
+            Some(slice) => slice,
+            None => by_arm.entry(s.arm.to_string()).or_insert_with(Slice::new),
+        };
+        slice.requests += 1;
+        slice.degraded += u64::from(s.degraded);
+        if s.ok {
+            slice.total.saturating_record(s.total_us.max(1));
+            if let Some(c) = s.compute_us {
+                slice.compute.saturating_record(c.max(1));
+            }
+        } else {
+            slice.errors += 1;
+        }
+    }
+
+    /// Everything recorded since the last call, as a report; `None` when nothing was.
+    pub fn take(&self, node: &str, region: &str, start_ms: u64, end_ms: u64) -> Option<LatencyReport> {
+        let taken = std::mem::take(&mut *self.slices.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut out = Vec::new();
+        for (model, versions) in taken {
+            for (version, arms) in versions {
+                for (arm, s) in arms {
+                    out.push(SliceReport {
+                        model: model.clone(),
+                        version,
+                        arm,
+                        requests: s.requests,
+                        errors: s.errors,
+                        degraded: s.degraded,
+                        total_us: encode(&s.total),
+                        compute_us: encode(&s.compute),
+                    });
+                }
+            }
+        }
+        (!out.is_empty()).then(|| LatencyReport {
+            node: node.to_string(),
+            region: region.to_string(),
+            start_ms,
+            end_ms,
+            slices: out,
+        })
+    }
+}

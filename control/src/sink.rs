@@ -34,6 +34,24 @@ struct DecodedSlice {
     compute: Histogram<u64>,
 }
 
+/// One slice's figures while merging.
+struct Merged {
+    requests: u64,
+    errors: u64,
+    degraded: u64,
+    total: Histogram<u64>,
+    compute: Histogram<u64>,
+}
+
+impl Merged {
+    fn new() -> Self {
+        // Auto-resizing, so any node's range merges in (`new_from` would copy a deserialized
+        // histogram's fixed range and refuse larger values).
+        let empty = || Histogram::new(3).expect("valid HdrHistogram precision");
+        Self { requests: 0, errors: 0, degraded: 0, total: empty(), compute: empty() }
+    }
+}
+
 #[derive(Default)]
 pub struct Sink {
     reports: Mutex<VecDeque<Decoded>>,
@@ -100,22 +118,17 @@ impl Sink {
     /// `window_ms`, optionally for one model.
     pub fn query(&self, model: Option<&str>, window_ms: u64, now_ms: u64) -> Vec<SliceStats> {
         type Key = (String, u32, String, String);
-        let mut merged: BTreeMap<Key, (u64, u64, u64, Histogram<u64>, Histogram<u64>)> = BTreeMap::new();
+        let mut merged: BTreeMap<Key, Merged> = BTreeMap::new();
         let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         let since = now_ms.saturating_sub(window_ms);
         for r in reports.iter().filter(|r| r.end_ms >= since) {
             for s in r.slices.iter().filter(|s| model.is_none_or(|m| m == s.model)) {
                 let key = (s.model.clone(), s.version, s.arm.clone(), r.region.clone());
-                let entry = merged.entry(key).or_insert_with(|| {
-                    // Auto-resizing, so any node's range merges in (`new_from` would copy a
-                    // deserialized histogram's fixed range and refuse larger values).
-                    let empty = || Histogram::new(3).expect("valid HdrHistogram precision");
-                    (0, 0, 0, empty(), empty())
-                });
-                entry.0 += s.requests;
-                entry.1 += s.errors;
-                entry.2 += s.degraded;
-                if entry.3.add(&s.total).is_err() || entry.4.add(&s.compute).is_err() {
+                let entry = merged.entry(key).or_insert_with(Merged::new);
+                entry.requests += s.requests;
+                entry.errors += s.errors;
+                entry.degraded += s.degraded;
+                if entry.total.add(&s.total).is_err() || entry.compute.add(&s.compute).is_err() {
                     tracing::warn!(model = %s.model, "a latency snapshot could not be merged");
                 }
             }
@@ -125,22 +138,24 @@ impl Sink {
             |h: &Histogram<u64>, q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e3 };
         merged
             .into_iter()
-            .map(|((model, version, arm, region), (requests, errors, degraded, total, compute))| SliceStats {
-                model,
-                version,
-                arm,
-                region,
-                requests,
-                errors,
-                degraded,
-                error_rate: if requests == 0 { 0.0 } else { errors as f64 / requests as f64 },
-                requests_per_s: requests as f64 / secs,
-                p50_ms: ms(&total, 0.5),
-                p90_ms: ms(&total, 0.9),
-                p99_ms: ms(&total, 0.99),
-                p999_ms: ms(&total, 0.999),
-                compute_p50_ms: ms(&compute, 0.5),
-                compute_p99_ms: ms(&compute, 0.99),
+            .map(|((model, version, arm, region), Merged { requests, errors, degraded, total, compute })| {
+                SliceStats {
+                    model,
+                    version,
+                    arm,
+                    region,
+                    requests,
+                    errors,
+                    degraded,
+                    error_rate: if requests == 0 { 0.0 } else { errors as f64 / requests as f64 },
+                    requests_per_s: requests as f64 / secs,
+                    p50_ms: ms(&total, 0.5),
+                    p90_ms: ms(&total, 0.9),
+                    p99_ms: ms(&total, 0.99),
+                    p999_ms: ms(&total, 0.999),
+                    compute_p50_ms: ms(&compute, 0.5),
+                    compute_p99_ms: ms(&compute, 0.99),
+                }
             })
             .collect()
     }

@@ -5,6 +5,7 @@
 //! - [`api`]: the operator and node-facing HTTP API (axum).
 //! - [`directory`]: the nodes that reported in, for `meridian nodes`.
 //! - [`sink`]: latency reports from nodes, merged into percentiles per slice.
+//! - [`stats`]: confidence intervals and the sequential test for experiment results.
 //! - [`server`]: `run(config, shutdown)`: bind, serve, stop.
 //! - [`cli`]: the `meridian` command line (clients of the control and node APIs, `up`).
 //!
@@ -18,6 +19,7 @@ pub mod directory;
 pub mod registry;
 pub mod server;
 pub mod sink;
+pub mod stats;
 
 pub use config::ControlConfig;
 pub use server::{spawn, ControlHandle};

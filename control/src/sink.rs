@@ -12,6 +12,8 @@ use hdrhistogram::Histogram;
 use meridian_gossip::report::LatencyReport;
 use serde::{Deserialize, Serialize};
 
+use crate::stats::Moments;
+
 /// Reports older than this are forgotten.
 pub const KEEP_MS: u64 = 3_600_000;
 /// Most reports kept (all nodes together), whatever their age.
@@ -30,6 +32,7 @@ struct DecodedSlice {
     requests: u64,
     errors: u64,
     degraded: u64,
+    outcome: Moments,
     total: Histogram<u64>,
     compute: Histogram<u64>,
 }
@@ -39,6 +42,7 @@ struct Merged {
     requests: u64,
     errors: u64,
     degraded: u64,
+    outcome: Moments,
     total: Histogram<u64>,
     compute: Histogram<u64>,
 }
@@ -48,7 +52,14 @@ impl Merged {
         // Auto-resizing, so any node's range merges in (`new_from` would copy a deserialized
         // histogram's fixed range and refuse larger values).
         let empty = || Histogram::new(3).expect("valid HdrHistogram precision");
-        Self { requests: 0, errors: 0, degraded: 0, total: empty(), compute: empty() }
+        Self {
+            requests: 0,
+            errors: 0,
+            degraded: 0,
+            outcome: Moments::default(),
+            total: empty(),
+            compute: empty(),
+        }
     }
 }
 
@@ -75,6 +86,10 @@ pub struct SliceStats {
     pub p999_ms: f64,
     pub compute_p50_ms: f64,
     pub compute_p99_ms: f64,
+    /// Outcomes from feedback (accuracy for labels, mean reward) with a 95 % interval.
+    pub outcome: Moments,
+    pub outcome_mean: Option<f64>,
+    pub outcome_ci95: Option<(f64, f64)>,
 }
 
 fn decode(text: &str, what: &str) -> Result<Histogram<u64>, String> {
@@ -101,9 +116,23 @@ impl Sink {
             if s.errors > s.requests || total.len() > s.requests {
                 return Err(format!("{at}: counts do not add up"));
             }
+            if !(s.outcome_sum.is_finite() && s.outcome_sum_sq.is_finite()) {
+                return Err(format!("{at}: outcome sums are not finite"));
+            }
+            let outcome = Moments { n: s.outcomes, sum: s.outcome_sum, sum_sq: s.outcome_sum_sq };
             let (model, version, arm) = (s.model, s.version, s.arm);
             let (requests, errors, degraded) = (s.requests, s.errors, s.degraded);
-            slices.push(DecodedSlice { model, version, arm, requests, errors, degraded, total, compute });
+            slices.push(DecodedSlice {
+                model,
+                version,
+                arm,
+                requests,
+                errors,
+                degraded,
+                outcome,
+                total,
+                compute,
+            });
         }
         let n = slices.len();
         let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
@@ -115,19 +144,28 @@ impl Sink {
     }
 
     /// Merged figures per (model, version, arm, region) of reports ending in the last
-    /// `window_ms`, optionally for one model.
-    pub fn query(&self, model: Option<&str>, window_ms: u64, now_ms: u64) -> Vec<SliceStats> {
+    /// `window_ms`, optionally for one model; with `by_region` false, regions are merged too
+    /// (`region` is then `*`).
+    pub fn query(
+        &self,
+        model: Option<&str>,
+        window_ms: u64,
+        now_ms: u64,
+        by_region: bool,
+    ) -> Vec<SliceStats> {
         type Key = (String, u32, String, String);
         let mut merged: BTreeMap<Key, Merged> = BTreeMap::new();
         let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         let since = now_ms.saturating_sub(window_ms);
         for r in reports.iter().filter(|r| r.end_ms >= since) {
             for s in r.slices.iter().filter(|s| model.is_none_or(|m| m == s.model)) {
-                let key = (s.model.clone(), s.version, s.arm.clone(), r.region.clone());
+                let region = if by_region { r.region.clone() } else { "*".to_string() };
+                let key = (s.model.clone(), s.version, s.arm.clone(), region);
                 let entry = merged.entry(key).or_insert_with(Merged::new);
                 entry.requests += s.requests;
                 entry.errors += s.errors;
                 entry.degraded += s.degraded;
+                entry.outcome.add(&s.outcome);
                 if entry.total.add(&s.total).is_err() || entry.compute.add(&s.compute).is_err() {
                     tracing::warn!(model = %s.model, "a latency snapshot could not be merged");
                 }
@@ -138,25 +176,33 @@ impl Sink {
             |h: &Histogram<u64>, q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e3 };
         merged
             .into_iter()
-            .map(|((model, version, arm, region), Merged { requests, errors, degraded, total, compute })| {
-                SliceStats {
-                    model,
-                    version,
-                    arm,
-                    region,
-                    requests,
-                    errors,
-                    degraded,
-                    error_rate: if requests == 0 { 0.0 } else { errors as f64 / requests as f64 },
-                    requests_per_s: requests as f64 / secs,
-                    p50_ms: ms(&total, 0.5),
-                    p90_ms: ms(&total, 0.9),
-                    p99_ms: ms(&total, 0.99),
-                    p999_ms: ms(&total, 0.999),
-                    compute_p50_ms: ms(&compute, 0.5),
-                    compute_p99_ms: ms(&compute, 0.99),
-                }
-            })
+            .map(
+                |(
+                    (model, version, arm, region),
+                    Merged { requests, errors, degraded, outcome, total, compute },
+                )| {
+                    SliceStats {
+                        model,
+                        version,
+                        arm,
+                        region,
+                        requests,
+                        errors,
+                        degraded,
+                        error_rate: if requests == 0 { 0.0 } else { errors as f64 / requests as f64 },
+                        requests_per_s: requests as f64 / secs,
+                        p50_ms: ms(&total, 0.5),
+                        p90_ms: ms(&total, 0.9),
+                        p99_ms: ms(&total, 0.99),
+                        p999_ms: ms(&total, 0.999),
+                        compute_p50_ms: ms(&compute, 0.5),
+                        compute_p99_ms: ms(&compute, 0.99),
+                        outcome_mean: outcome.mean(),
+                        outcome_ci95: outcome.ci95(),
+                        outcome,
+                    }
+                },
+            )
             .collect()
     }
 }
@@ -192,6 +238,9 @@ mod tests {
                 degraded: 0,
                 total_us: encode(&h),
                 compute_us: encode(&h),
+                outcomes: 0,
+                outcome_sum: 0.0,
+                outcome_sum_sq: 0.0,
             }],
         }
     }
@@ -212,7 +261,7 @@ mod tests {
             }
             sink.ingest(report(&format!("n{i}"), part, 1), 1_000).unwrap();
         }
-        let stats = sink.query(Some("m"), 60_000, 1_000);
+        let stats = sink.query(Some("m"), 60_000, 1_000, true);
         assert_eq!(stats.len(), 1);
         let s = &stats[0];
         assert_eq!(s.requests, 8_503);
@@ -226,13 +275,13 @@ mod tests {
     fn a_malformed_snapshot_is_refused_and_never_reaches_the_figures() {
         let sink = Sink::default();
         sink.ingest(report("a", &[100, 200, 300], 0), 1_000).unwrap();
-        let before = sink.query(None, 60_000, 1_000);
+        let before = sink.query(None, 60_000, 1_000, true);
         let mut bad = report("b", &[5_000_000], 0);
         bad.slices[0].total_us = "bm90IGEgaGlzdG9ncmFt".into();
         assert!(sink.ingest(bad, 1_000).unwrap_err().contains("HdrHistogram"));
         let mut lying = report("c", &[1, 2, 3], 0);
         lying.slices[0].requests = 1;
         assert!(sink.ingest(lying, 1_000).unwrap_err().contains("do not add up"));
-        assert_eq!(sink.query(None, 60_000, 1_000), before);
+        assert_eq!(sink.query(None, 60_000, 1_000, true), before);
     }
 }

@@ -32,7 +32,9 @@ async fn setup(dir: &std::path::Path, ids: &[&str]) -> (Control, Vec<Node>) {
     control.client.deploy("cancer", Some(1)).await.unwrap();
     let mut nodes = Vec::new();
     for id in ids {
-        let node = Node::start(node_config(id, Some(control.url()), &dir.join(id))).await;
+        let mut config = node_config(id, Some(control.url()), &dir.join(id));
+        config.report_interval_ms = 100;
+        let node = Node::start(config).await;
         node.wait_live("cancer", 1).await;
         nodes.push(node);
     }
@@ -180,5 +182,66 @@ async fn bad_experiments_are_refused_with_the_reason() {
     assert!(err.contains("409") && err.contains("running experiment"), "{err}");
     assert!(control.client.stop_experiment("nope").await.unwrap_err().to_string().contains("404"));
     drop(nodes);
+    control.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_is_scored_per_arm_and_reaches_the_experiment_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let (control, nodes) = setup(dir.path(), &["n"]).await;
+    let exp = experiment(vec![arm("control", 1, 5_000), arm("mlp", 2, 5_000)], None);
+    control.client.start_experiment(&exp).await.unwrap();
+    wait_experiment_versions(&nodes, &[1, 2]).await;
+    let node = &nodes[0];
+    let logreg = reference(demo_model("breast-cancer-logreg").unwrap());
+    let mut expected: std::collections::BTreeMap<String, (u64, f64)> = Default::default();
+    for user in 0..60 {
+        let mut body = logreg.features(user % logreg.rows.len());
+        body["unit"] = json!(format!("user-{user}"));
+        let (_, answer) = post_json(&format!("{}/api/v1/models/cancer/predict", node.url()), &body).await;
+        let id = answer["request_id"].as_str().unwrap().to_string();
+        // The truth is "malignant" (class 0): correct when P(benign) < 0.5.
+        let correct = if answer["prediction"].as_f64().unwrap() < 0.5 { 1.0 } else { 0.0 };
+        let label = if user % 2 == 0 { json!(0) } else { json!("malignant") };
+        let (status, fb) = post_json(
+            &format!("{}/api/v1/feedback", node.url()),
+            &json!({ "request_id": id, "label": label }),
+        )
+        .await;
+        assert_eq!(status, 200, "{fb}");
+        assert_eq!(fb["outcome"], correct);
+        let e = expected.entry(answer["arm"].as_str().unwrap().to_string()).or_default();
+        e.0 += 1;
+        e.1 += correct;
+        // One outcome per request id.
+        let (status, again) = post_json(
+            &format!("{}/api/v1/feedback", node.url()),
+            &json!({ "request_id": id, "reward": 1.0 }),
+        )
+        .await;
+        assert_eq!(status, 404, "{again}");
+    }
+    let bad = [
+        (json!({ "request_id": "nope", "label": 0 }), 404),
+        (json!({ "request_id": "x", "label": 0, "reward": 1.0 }), 400),
+        (json!({ "request_id": "x" }), 400),
+    ];
+    for (body, status) in bad {
+        assert_eq!(post_json(&format!("{}/api/v1/feedback", node.url()), &body).await.0, status, "{body}");
+    }
+    wait_for("outcomes in the results", || async {
+        let r = control.client.experiment_results(&exp.name).await.unwrap();
+        r.arms.iter().map(|a| a.outcome.n).sum::<u64>() == 60
+    })
+    .await;
+    let results = control.client.experiment_results(&exp.name).await.unwrap();
+    for a in &results.arms {
+        let (n, correct) = expected[&a.arm];
+        assert_eq!(a.outcome.n, n, "{}", a.arm);
+        assert!((a.outcome_mean.unwrap() - correct / n as f64).abs() < 1e-12, "{}", a.arm);
+        assert!(a.requests >= n);
+    }
+    assert!(results.arms[1].p_value.is_some_and(|p| (0.0..=1.0).contains(&p)));
+    nodes.into_iter().next().unwrap().stop().await;
     control.stop().await;
 }

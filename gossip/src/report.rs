@@ -30,4 +30,12 @@ pub struct SliceReport {
     pub total_us: String,
     /// The model's own compute time in microseconds, same encoding.
     pub compute_us: String,
+    /// Outcomes from feedback: how many, their sum and sum of squares (1/0 for a correct /
+    /// wrong label, or the reward), enough for a mean, a confidence interval and a test.
+    #[serde(default)]
+    pub outcomes: u64,
+    #[serde(default)]
+    pub outcome_sum: f64,
+    #[serde(default)]
+    pub outcome_sum_sq: f64,
 }

@@ -12,6 +12,9 @@ pub struct Prediction {
     /// The largest class probability; absent for regressors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
+    /// The most likely class index (classifiers), for scoring labelled feedback.
+    #[serde(skip)]
+    pub class: Option<usize>,
 }
 
 fn f32_output<'a>(batch: &'a OutputBatch, name: &str) -> Result<(&'a [f32], usize), ModelError> {
@@ -34,7 +37,7 @@ pub fn predictions(spec: &OutputSpec, batch: &OutputBatch) -> Result<Vec<Predict
             let (data, per_row) = f32_output(batch, value)?;
             Ok(data
                 .chunks(per_row)
-                .map(|row| Prediction { prediction: f64::from(row[0]), confidence: None })
+                .map(|row| Prediction { prediction: f64::from(row[0]), confidence: None, class: None })
                 .collect())
         }
         OutputSpec::Classifier { probabilities, positive_class, .. } => {
@@ -55,7 +58,7 @@ fn classify(probs: &[f32], positive_class: Option<usize>) -> Prediction {
         (None, 2) => f64::from(probs[1]),
         (None, _) => best as f64,
     };
-    Prediction { prediction, confidence: Some(f64::from(max)) }
+    Prediction { prediction, confidence: Some(f64::from(max)), class: Some(best) }
 }
 
 #[cfg(test)]

@@ -42,6 +42,9 @@ pub struct NodeConfig {
     /// One-row answers kept by (model, version, input vector); 0 turns the cache off.
     pub result_cache_capacity: u64,
     pub result_cache_ttl_secs: u64,
+    /// One-row predictions remembered for feedback: how many, and for how long.
+    pub feedback_capacity: u64,
+    pub feedback_window_secs: u64,
     /// Largest feature ingest body (NDJSON or CSV).
     pub max_ingest_bytes: usize,
     /// The feature store: Redis, caches, breaker.
@@ -69,6 +72,8 @@ impl Default for NodeConfig {
             max_artifact_bytes: 1 << 30,
             max_ingest_bytes: 256 << 20,
             result_cache_capacity: 0,
+            feedback_capacity: 1_000_000,
+            feedback_window_secs: 3_600,
             result_cache_ttl_secs: 300,
             features: crate::features::FeatureStoreConfig::default(),
         }

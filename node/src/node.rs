@@ -24,6 +24,7 @@ pub struct NodeState {
     pub features: Arc<FeatureStore>,
     pub results: ResultCache,
     pub histograms: crate::telemetry::histograms::Recorder,
+    pub requests: crate::inference::requests::RequestLog,
     pub shutdown: CancellationToken,
 }
 
@@ -81,6 +82,10 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         config.result_cache_capacity,
         std::time::Duration::from_secs(config.result_cache_ttl_secs),
     );
+    let requests = crate::inference::requests::RequestLog::new(
+        config.feedback_capacity,
+        std::time::Duration::from_secs(config.feedback_window_secs),
+    );
     let state = Arc::new(NodeState {
         config,
         url,
@@ -90,6 +95,7 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         features: features.clone(),
         results,
         histograms: Default::default(),
+        requests,
         shutdown: shutdown.clone(),
     });
     let app = crate::serve::router(state.clone());

@@ -43,5 +43,5 @@ pub struct MetricsQuery {
 
 pub async fn query(State(state): State<SharedState>, Query(q): Query<MetricsQuery>) -> Json<Vec<SliceStats>> {
     let window_ms = q.window_s.unwrap_or(60).clamp(1, 3_600) * 1_000;
-    Json(state.sink.query(q.model.as_deref(), window_ms, unix_ms()))
+    Json(state.sink.query(q.model.as_deref(), window_ms, unix_ms(), true))
 }

@@ -135,6 +135,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/experiments", get(experiments::list).post(experiments::start))
         .route("/api/v1/experiments/{name}", get(experiments::show))
         .route("/api/v1/experiments/{name}/stop", post(experiments::stop))
+        .route("/api/v1/experiments/{name}/results", get(experiments::results))
         .route("/api/v1/metrics", get(metrics::query))
         .route("/api/v1/metrics/report", post(metrics::report))
         .route("/api/v1/views", get(views::list))

@@ -11,6 +11,7 @@ use reqwest::multipart::{Form, Part};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::api::experiments::ExperimentResults;
 use crate::directory::NodeStatus;
 use crate::registry::ModelRecord;
 use crate::sink::SliceStats;
@@ -125,6 +126,10 @@ impl Client {
 
     pub async fn experiment(&self, name: &str) -> anyhow::Result<Experiment> {
         self.send(self.http.get(self.url(&format!("/api/v1/experiments/{name}")))).await
+    }
+
+    pub async fn experiment_results(&self, name: &str) -> anyhow::Result<ExperimentResults> {
+        self.send(self.http.get(self.url(&format!("/api/v1/experiments/{name}/results")))).await
     }
 
     pub async fn stop_experiment(&self, name: &str) -> anyhow::Result<Catalog> {

@@ -7,6 +7,7 @@ use meridian_gossip::{Arm, Experiment};
 
 use super::client::Client;
 use super::output::{table, Output};
+use crate::api::experiments::ExperimentResults;
 
 #[derive(Debug, Subcommand)]
 pub enum ExperimentsCommand {
@@ -77,6 +78,42 @@ fn experiments_table(list: &[Experiment]) -> comfy_table::Table {
     t
 }
 
+fn results_table(r: &ExperimentResults) -> comfy_table::Table {
+    let mut t = table(&[
+        "arm",
+        "version",
+        "requests",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "outcomes",
+        "mean [95% CI]",
+        "vs first",
+        "p (always valid)",
+    ]);
+    let num = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
+    for a in &r.arms {
+        let ci = match (a.outcome_mean, a.outcome_ci95) {
+            (Some(m), Some((lo, hi))) => format!("{m:.4} [{lo:.4}, {hi:.4}]"),
+            (Some(m), None) => format!("{m:.4}"),
+            _ => "-".to_string(),
+        };
+        t.add_row(vec![
+            a.arm.clone(),
+            format!("v{}", a.version),
+            a.requests.to_string(),
+            format!("{:.2}%", a.error_rate * 100.0),
+            format!("{:.2}", a.p50_ms),
+            format!("{:.2}", a.p99_ms),
+            a.outcome.n.to_string(),
+            ci,
+            num(a.difference),
+            num(a.p_value),
+        ]);
+    }
+    t
+}
+
 pub async fn run(client: &Client, cmd: ExperimentsCommand, out: &Output) -> anyhow::Result<()> {
     match cmd {
         ExperimentsCommand::Create { name, model, arms, shadow, unit_key, salt } => {
@@ -93,8 +130,13 @@ pub async fn run(client: &Client, cmd: ExperimentsCommand, out: &Output) -> anyh
             out.show(&list, || experiments_table(&list))
         }
         ExperimentsCommand::Show { name } => {
-            let e = client.experiment(&name).await?;
-            out.show(&e, || experiments_table(std::slice::from_ref(&e)))
+            let results = client.experiment_results(&name).await?;
+            out.show(&results, || experiments_table(std::slice::from_ref(&results.experiment)))?;
+            if !out.json {
+                say!("{}", results_table(&results));
+                say!("test: {}", results.test);
+            }
+            Ok(())
         }
         ExperimentsCommand::Stop { name } => {
             let catalog = client.stop_experiment(&name).await?;

@@ -2,10 +2,12 @@
 //!
 //! - [`worker`]: a bounded queue per model version and the threads that drain it in batches.
 //! - [`loaded`]: a model version loaded, warmed up and ready to take rows.
+//! - [`requests`]: recently served request ids, for feedback.
 //! - [`result_cache`]: answers of one-row predictions by model, version and input vector.
 //! - [`table`]: which loaded version answers for each model name; swapped atomically.
 
 pub mod loaded;
+pub mod requests;
 pub mod result_cache;
 pub mod table;
 pub mod worker;

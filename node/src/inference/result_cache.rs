@@ -43,7 +43,7 @@ mod tests {
     #[test]
     fn keyed_by_version_and_exact_input() {
         let cache = ResultCache::new(10, Duration::from_secs(60));
-        let p = Prediction { prediction: 0.5, confidence: Some(0.5) };
+        let p = Prediction { prediction: 0.5, confidence: Some(0.5), class: Some(1) };
         cache.insert("m", 1, &[1.0, 2.0], p);
         assert_eq!(cache.get("m", 1, &[1.0, 2.0]), Some(p));
         assert_eq!(cache.get("m", 2, &[1.0, 2.0]), None, "another version never reuses an answer");

@@ -5,10 +5,12 @@
 //! - [`v2`], [`v2_binary`]: the Open Inference Protocol (KServe V2) REST API with the binary
 //!   tensor data extension.
 //! - [`features`]: feature writes, reads and bulk ingest.
+//! - [`feedback`]: outcomes of answered requests, for experiments.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 
 pub mod error;
 pub mod features;
+pub mod feedback;
 pub mod health;
 pub mod path;
 pub mod seed;
@@ -38,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/api/v1/models/{model}/predict", post(seed::predict))
         .route("/api/v1/node", get(health::node))
+        .route("/api/v1/feedback", post(feedback::feedback))
         .route("/api/v1/features/{view}/{entity}", get(features::get).put(features::put))
         .route(
             "/api/v1/features/{view}/ingest",

@@ -21,9 +21,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::error::{parse_json, ApiError};
-use super::path::{choose, run, shadow, unit_of, Observation};
+use super::path::{choose, run, shadow, unit_of, Assignment, Observation};
 use super::AppState;
 use crate::features::row::StoredRow;
+use crate::inference::requests::Served;
 use crate::inference::LoadedModel;
 
 #[derive(Debug, Deserialize)]
@@ -94,23 +95,7 @@ async fn answer(
     let unit = unit_of(state, model_name, request.unit.as_ref(), request.entity.as_ref(), headers);
     let (model, assignment) = choose(state, model_name, unit.as_deref(), request_id.as_u128() as u64)?;
     obs.served_by(&model, assignment.as_ref());
-    let (rows, single) = match (request.features, request.rows) {
-        (Some(features), None) => (vec![features], true),
-        (None, None) if request.entity.is_some() => (vec![Map::new()], true),
-        (None, Some(rows)) if !rows.is_empty() && request.entity.is_none() => (rows, false),
-        (None, Some(rows)) if rows.is_empty() => return Err(ApiError::bad_request("\"rows\" is empty")),
-        (None, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "\"entity\" goes with one row (\"features\"), not with \"rows\"",
-            ))
-        }
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("send either \"features\" (one row) or \"rows\", not both"))
-        }
-        (None, None) => {
-            return Err(ApiError::bad_request("the request needs \"features\", \"entity\" or \"rows\""))
-        }
-    };
+    let (rows, single) = rows_of(request.features, request.rows, request.entity.is_some())?;
     let limit = state.config.max_rows_per_request;
     if rows.len() > limit {
         return Err(ApiError::too_large(format!("{} rows in one request; the limit is {limit}", rows.len())));
@@ -123,21 +108,7 @@ async fn answer(
     let cached = if single { state.results.get(name, version, &input.values) } else { None };
     let mut predictions = match cached {
         Some(hit) => vec![hit],
-        None => {
-            let key = single.then(|| input.values.clone());
-            let copy = assignment.as_ref().and_then(|a| a.shadow.clone()).map(|m| (m, input.clone()));
-            let computed = run(state, &model, input).await?;
-            obs.compute = Some(computed.compute);
-            let out = computed.out;
-            if let Some((shadow_model, copy)) = copy {
-                shadow(state, shadow_model, "predict", copy);
-            }
-            let predictions = predictions(&model.manifest.spec.output, &out)?;
-            if let (Some(values), [p]) = (key, predictions.as_slice()) {
-                state.results.insert(name, version, &values, *p);
-            }
-            predictions
-        }
+        None => compute(state, &model, input, single, assignment.as_ref(), obs).await?,
     };
     let meta = Meta {
         latency_ms: obs.elapsed_ms(),
@@ -151,7 +122,17 @@ async fn answer(
         degraded: stored.degraded,
     };
     let response = match (single, predictions.pop()) {
-        (true, Some(prediction)) => Json(SingleResponse { prediction, meta }).into_response(),
+        (true, Some(prediction)) => {
+            let served = Served {
+                model: name.clone(),
+                version,
+                arm: assignment.as_ref().map(|a| a.arm.clone()).unwrap_or_default(),
+                prediction: prediction.prediction,
+                class: prediction.class,
+            };
+            state.requests.remember(request_id.to_string(), served);
+            Json(SingleResponse { prediction, meta }).into_response()
+        }
         (false, Some(last)) => {
             predictions.push(last);
             Json(BatchResponse { predictions, meta }).into_response()
@@ -159,6 +140,50 @@ async fn answer(
         (_, None) => return Err(ApiError::from(meridian_models::ModelError::Run("no predictions".into()))),
     };
     Ok((response, n))
+}
+
+/// The request's rows, and whether it is the one-row form.
+fn rows_of(
+    features: Option<Map<String, Value>>,
+    rows: Option<Vec<Map<String, Value>>>,
+    has_entity: bool,
+) -> Result<(Vec<Map<String, Value>>, bool), ApiError> {
+    match (features, rows) {
+        (Some(features), None) => Ok((vec![features], true)),
+        (None, None) if has_entity => Ok((vec![Map::new()], true)),
+        (None, Some(rows)) if rows.is_empty() => Err(ApiError::bad_request("\"rows\" is empty")),
+        (None, Some(_)) if has_entity => {
+            Err(ApiError::bad_request("\"entity\" goes with one row (\"features\"), not with \"rows\""))
+        }
+        (None, Some(rows)) => Ok((rows, false)),
+        (Some(_), Some(_)) => {
+            Err(ApiError::bad_request("send either \"features\" (one row) or \"rows\", not both"))
+        }
+        (None, None) => Err(ApiError::bad_request("the request needs \"features\", \"entity\" or \"rows\"")),
+    }
+}
+
+/// Run the model (and the shadow copy, after), filling the result cache for one-row requests.
+async fn compute(
+    state: &AppState,
+    model: &LoadedModel,
+    input: InputBatch,
+    single: bool,
+    assignment: Option<&Assignment>,
+    obs: &mut Observation,
+) -> Result<Vec<Prediction>, ApiError> {
+    let key = single.then(|| input.values.clone());
+    let copy = assignment.and_then(|a| a.shadow.clone()).map(|m| (m, input.clone()));
+    let computed = run(state, model, input).await?;
+    obs.compute = Some(computed.compute);
+    if let Some((shadow_model, copy)) = copy {
+        shadow(state, shadow_model, "predict", copy);
+    }
+    let predictions = predictions(&model.manifest.spec.output, &computed.out)?;
+    if let (Some(values), [p]) = (key, predictions.as_slice()) {
+        state.results.insert(&model.manifest.name, model.manifest.version, &values, *p);
+    }
+    Ok(predictions)
 }
 
 /// Rows read from the feature store for one request, by view.

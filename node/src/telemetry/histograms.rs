@@ -26,6 +26,9 @@ struct Slice {
     requests: u64,
     errors: u64,
     degraded: u64,
+    outcomes: u64,
+    outcome_sum: f64,
+    outcome_sum_sq: f64,
     total: Histogram<u64>,
     compute: Histogram<u64>,
 }
@@ -34,7 +37,16 @@ impl Slice {
     fn new() -> Self {
         // 3 significant digits is always a valid precision: this cannot fail.
         let h = || Histogram::new(3).expect("valid HdrHistogram precision");
-        Self { requests: 0, errors: 0, degraded: 0, total: h(), compute: h() }
+        Self {
+            requests: 0,
+            errors: 0,
+            degraded: 0,
+            outcomes: 0,
+            outcome_sum: 0.0,
+            outcome_sum_sq: 0.0,
+            total: h(),
+            compute: h(),
+        }
     }
 }
 
@@ -61,9 +73,32 @@ fn encode(h: &Histogram<u64>) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// The slice of (model, version, arm), created if new (the feedback path; `record` inlines a
+/// faster lookup that the borrow checker only accepts inside one function body).
+fn slice<'a>(slices: &'a mut Slices, model: &str, version: u32, arm: &str) -> &'a mut Slice {
+    if !slices.contains_key(model) {
+        slices.insert(model.to_string(), FxHashMap::default());
+    }
+    let by_arm = slices.get_mut(model).expect("inserted above").entry(version).or_default();
+    if !by_arm.contains_key(arm) {
+        by_arm.insert(arm.to_string(), Slice::new());
+    }
+    by_arm.get_mut(arm).expect("inserted above")
+}
+
 impl Recorder {
+    /// An outcome from feedback for a request `model` v`version` (`arm`) answered.
+    pub fn record_outcome(&self, model: &str, version: u32, arm: &str, value: f64) {
+        let mut slices = self.slices.lock().unwrap_or_else(|p| p.into_inner());
+        let slice = slice(&mut slices, model, version, arm);
+        slice.outcomes += 1;
+        slice.outcome_sum += value;
+        slice.outcome_sum_sq += value * value;
+    }
+
     pub fn record(&self, s: Sample<'_>) {
         let mut slices = self.slices.lock().unwrap_or_else(|p| p.into_inner());
+        // The hot path: one hash per level, keys allocated only for a new slice.
         let by_version = match slices.get_mut(s.model) {
             Some(v) => v,
             None => slices.entry(s.model.to_string()).or_default(),
@@ -101,6 +136,9 @@ impl Recorder {
                         degraded: s.degraded,
                         total_us: encode(&s.total),
                         compute_us: encode(&s.compute),
+                        outcomes: s.outcomes,
+                        outcome_sum: s.outcome_sum,
+                        outcome_sum_sq: s.outcome_sum_sq,
                     });
                 }
             }

@@ -1,0 +1,86 @@
+//! `POST /api/v1/feedback`: the outcome of a request this node answered, for the per-arm
+//! results of experiments. `{"request_id": "...", "label": 1}` scores a classifier's answer
+//! (1 when the predicted class is the label, else 0); `{"request_id": "...", "reward": 0.7}`
+//! records a reward. One outcome per request id, within the node's feedback window.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{parse_json, ApiError};
+use super::AppState;
+use crate::inference::requests::Served;
+use meridian_models::OutputSpec;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feedback {
+    request_id: String,
+    /// The true class: its index, or its name from the model's spec.
+    label: Option<Value>,
+    reward: Option<f64>,
+}
+
+pub async fn feedback(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let fb: Feedback = parse_json(&body?)?;
+    if fb.label.is_some() == fb.reward.is_some() {
+        return Err(ApiError::bad_request("feedback needs exactly one of \"label\" or \"reward\""));
+    }
+    if fb.reward.is_some_and(|r| !r.is_finite()) {
+        return Err(ApiError::bad_request("\"reward\" must be a finite number"));
+    }
+    let Some(served) = state.requests.take(&fb.request_id) else {
+        return Err(ApiError::not_found(format!(
+            "unknown or expired request id {:?}: a node keeps one-row request ids for {} s, and each takes one outcome",
+            fb.request_id,
+            state.requests.ttl().as_secs()
+        )));
+    };
+    let outcome = match (fb.reward, &fb.label) {
+        (Some(reward), _) => reward,
+        (None, label) => score_label(&state, &served, label.as_ref().unwrap_or(&Value::Null))?,
+    };
+    state.histograms.record_outcome(&served.model, served.version, &served.arm, outcome);
+    Ok(Json(json!({
+        "recorded": true,
+        "model": served.model,
+        "model_version": served.version,
+        "arm": served.arm,
+        "outcome": outcome,
+    })))
+}
+
+/// 1 when the classifier's predicted class is `label` (an index, or a class name), else 0.
+fn score_label(state: &AppState, served: &Served, label: &Value) -> Result<f64, ApiError> {
+    let Some(predicted) = served.class else {
+        return Err(ApiError::bad_request(format!(
+            "model {:?} is not a classifier: send \"reward\", not \"label\"",
+            served.model
+        )));
+    };
+    let table = state.table.load();
+    let classes = table
+        .models
+        .get(&served.model)
+        .and_then(|slot| slot.versions().find(|m| m.manifest.version == served.version))
+        .map(|m| match &m.manifest.spec.output {
+            OutputSpec::Classifier { classes, .. } => classes.clone(),
+            OutputSpec::Regressor { .. } => Vec::new(),
+        })
+        .unwrap_or_default();
+    let index = match label {
+        Value::Number(n) => n.as_u64().map(|i| i as usize),
+        Value::String(name) => classes.iter().position(|c| c == name),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        ApiError::bad_request(format!("label {label} is not a class index or one of {classes:?}"))
+    })?;
+    Ok(f64::from(u8::from(index == predicted)))
+}

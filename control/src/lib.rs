@@ -6,6 +6,7 @@
 //! - [`directory`]: the nodes that reported in, for `meridian nodes`.
 //! - [`sink`]: latency reports from nodes, merged into percentiles per slice.
 //! - [`stats`]: confidence intervals and the sequential test for experiment results.
+//! - [`rollout`]: the canary rollout planner (pure).
 //! - [`server`]: `run(config, shutdown)`: bind, serve, stop.
 //! - [`cli`]: the `meridian` command line (clients of the control and node APIs, `up`).
 //!
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod directory;
 pub mod registry;
+pub mod rollout;
 pub mod server;
 pub mod sink;
 pub mod stats;

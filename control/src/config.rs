@@ -18,6 +18,8 @@ pub struct ControlConfig {
     pub node_down_after_secs: u64,
     /// Longest a node's catalog long-poll is held open.
     pub catalog_wait_max_ms: u64,
+    /// How often rollouts are judged and advanced.
+    pub rollout_tick_ms: u64,
 }
 
 impl Default for ControlConfig {
@@ -28,6 +30,7 @@ impl Default for ControlConfig {
             max_artifact_bytes: 512 << 20,
             node_down_after_secs: 15,
             catalog_wait_max_ms: 25_000,
+            rollout_tick_ms: 1_000,
         }
     }
 }
@@ -51,6 +54,9 @@ impl ControlConfig {
         }
         if !(100..=120_000).contains(&self.catalog_wait_max_ms) {
             problems.push("catalog_wait_max_ms must be between 100 and 120000".to_string());
+        }
+        if self.rollout_tick_ms == 0 {
+            problems.push("rollout_tick_ms must be positive".to_string());
         }
         if problems.is_empty() {
             Ok(())

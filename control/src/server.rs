@@ -60,13 +60,22 @@ pub async fn spawn(
         sink: Default::default(),
         shutdown: shutdown.clone(),
     });
+    let rollouts = crate::rollout::driver::drive(
+        state.clone(),
+        std::time::Duration::from_millis(state.config.rollout_tick_ms),
+    );
+    let rollouts = tokio::spawn(rollouts);
     let app = router(state);
     tracing::info!(%addr, "control listening");
+    // The task ends when everything holding the registry has stopped, so the next control can
+    // open the same data directory at once.
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
-            .map_err(ControlError::Serve)
+            .map_err(ControlError::Serve);
+        let _ = rollouts.await;
+        served
     });
     Ok(ControlHandle { addr, task })
 }

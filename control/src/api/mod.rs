@@ -5,6 +5,7 @@
 //! - [`catalog`]: the catalog (long-poll) and artifacts by digest, for nodes.
 //! - [`experiments`]: A/B experiments.
 //! - [`metrics`]: latency reports in, merged percentiles out.
+//! - [`rollouts`]: canary rollouts.
 //! - [`views`]: feature view definitions.
 //! - [`nodes`]: node heartbeats and the node list.
 
@@ -13,6 +14,7 @@ pub mod experiments;
 pub mod metrics;
 pub mod models;
 pub mod nodes;
+pub mod rollouts;
 pub mod views;
 
 use std::sync::Arc;
@@ -136,6 +138,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/experiments/{name}", get(experiments::show))
         .route("/api/v1/experiments/{name}/stop", post(experiments::stop))
         .route("/api/v1/experiments/{name}/results", get(experiments::results))
+        .route("/api/v1/rollouts", post(rollouts::start))
+        .route("/api/v1/rollouts/{model}", get(rollouts::show))
+        .route("/api/v1/rollouts/{model}/{command}", post(rollouts::command))
         .route("/api/v1/metrics", get(metrics::query))
         .route("/api/v1/metrics/report", post(metrics::report))
         .route("/api/v1/views", get(views::list))

@@ -12,8 +12,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::experiments::ExperimentResults;
+use crate::api::rollouts::RolloutStatus;
 use crate::directory::NodeStatus;
 use crate::registry::ModelRecord;
+use crate::rollout::RolloutSpec;
 use crate::sink::SliceStats;
 
 pub struct Client {
@@ -134,6 +136,18 @@ impl Client {
 
     pub async fn stop_experiment(&self, name: &str) -> anyhow::Result<Catalog> {
         self.send(self.http.post(self.url(&format!("/api/v1/experiments/{name}/stop")))).await
+    }
+
+    pub async fn start_rollout(&self, spec: &RolloutSpec) -> anyhow::Result<RolloutStatus> {
+        self.send(self.http.post(self.url("/api/v1/rollouts")).json(spec)).await
+    }
+
+    pub async fn rollout(&self, model: &str) -> anyhow::Result<RolloutStatus> {
+        self.send(self.http.get(self.url(&format!("/api/v1/rollouts/{model}")))).await
+    }
+
+    pub async fn rollout_command(&self, model: &str, command: &str) -> anyhow::Result<RolloutStatus> {
+        self.send(self.http.post(self.url(&format!("/api/v1/rollouts/{model}/{command}")))).await
     }
 
     pub async fn put_view(&self, view: &FeatureView) -> anyhow::Result<Catalog> {

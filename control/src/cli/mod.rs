@@ -2,7 +2,7 @@
 //! nodes, and `up` (a local mesh with the demo models).
 //!
 //! - [`client`]: the control API client the commands share.
-//! - [`models`], [`experiments`], [`features`], [`predict`], [`nodes`]: operator commands; tables for people, `--json` for scripts.
+//! - [`models`], [`rollout`], [`experiments`], [`features`], [`predict`], [`nodes`]: operator commands; tables for people, `--json` for scripts.
 //! - [`daemons`]: `meridian control` and `meridian node` (config file, env, flags).
 //! - [`up`]: control + three nodes in three regions on loopback.
 
@@ -20,6 +20,7 @@ pub mod models;
 pub mod nodes;
 pub mod output;
 pub mod predict;
+pub mod rollout;
 pub mod top;
 pub mod up;
 
@@ -52,6 +53,9 @@ pub enum Command {
     /// Push, list, show, deploy, roll back and archive models.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Canary rollouts with automatic rollback.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// Start, list, show and stop A/B experiments.
     #[command(subcommand)]
     Experiments(experiments::ExperimentsCommand),
@@ -73,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Control(args) => daemons::control(args).await,
         Command::Node(args) => daemons::node(args).await,
         Command::Models(cmd) => models::run(&client::Client::new(&cli.control)?, cmd, &out).await,
+        Command::Rollout(cmd) => rollout::run(&client::Client::new(&cli.control)?, cmd, &out).await,
         Command::Experiments(cmd) => experiments::run(&client::Client::new(&cli.control)?, cmd, &out).await,
         Command::Features(cmd) => features::run(&client::Client::new(&cli.control)?, cmd, &out).await,
         Command::Predict(args) => predict::run(args, &out).await,

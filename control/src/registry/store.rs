@@ -92,11 +92,13 @@ fn check_views(spec: &ModelSpec, catalog: &Catalog) -> Result<(), RegistryError>
 }
 
 pub struct Registry {
-    db: sled::Db,
+    pub(super) db: sled::Db,
     versions: sled::Tree,
     catalog: sled::Tree,
+    /// Canary rollouts by model (see `rollouts.rs`).
+    pub(super) rollouts: sled::Tree,
     artifacts: ArtifactStore,
-    write_lock: Mutex<()>,
+    pub(super) write_lock: Mutex<()>,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<RegistryError>>;
@@ -131,6 +133,7 @@ impl Registry {
         Ok(Self {
             versions: db.open_tree("versions")?,
             catalog: db.open_tree("catalog")?,
+            rollouts: db.open_tree("rollouts")?,
             artifacts: ArtifactStore::open(&dir.join("artifacts"))?,
             db,
             write_lock: Mutex::new(()),
@@ -370,7 +373,7 @@ impl Registry {
     /// Apply `edit` to the deploy history of `name` and the catalog, then rewrite the model's
     /// catalog entry and statuses from the new history, bumping the epoch when the catalog
     /// changed. One sled transaction. Callers hold the write lock.
-    fn change(
+    pub(super) fn change(
         &self,
         name: &str,
         edit: impl Fn(&mut Vec<u32>, &mut Catalog) -> Result<(), RegistryError>,

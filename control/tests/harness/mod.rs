@@ -30,8 +30,12 @@ impl Control {
 
     /// Start on a given address (to restart control where nodes expect it).
     pub async fn start_on(dir: &Path, listen: SocketAddr) -> Control {
+        Self::start_with(ControlConfig { listen, data_dir: dir.join("control"), ..ControlConfig::default() })
+            .await
+    }
+
+    pub async fn start_with(config: ControlConfig) -> Control {
         let token = CancellationToken::new();
-        let config = ControlConfig { listen, data_dir: dir.join("control"), ..ControlConfig::default() };
         let handle = meridian_control::spawn(config, token.clone()).await.expect("control starts");
         let client = Client::new(&handle.url()).unwrap();
         Control { handle, token, client }

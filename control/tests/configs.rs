@@ -50,3 +50,12 @@ fn example_feature_views_parse_and_validate() {
     );
     assert!(err.unwrap_err().to_string().contains("ttl_secs must be positive"));
 }
+
+#[test]
+fn example_rollout_plan_parses() {
+    let plan: meridian_control::cli::rollout::Plan =
+        toml::from_str(&deploy_file("rollouts/careful.toml")).unwrap();
+    assert_eq!(plan.steps, vec![1, 5, 25, 50, 100]);
+    assert_eq!(plan.hold, std::time::Duration::from_secs(300));
+    assert_eq!(plan.max_p99_ratio, Some(1.5));
+}

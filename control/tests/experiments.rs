@@ -245,3 +245,47 @@ async fn feedback_is_scored_per_arm_and_reaches_the_experiment_results() {
     nodes.into_iter().next().unwrap().stop().await;
     control.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_sent_to_another_region_reaches_the_node_that_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (control, nodes) = setup(dir.path(), &["eu", "us"]).await;
+    let exp = experiment(vec![arm("control", 1, 5_000), arm("mlp", 2, 5_000)], None);
+    control.client.start_experiment(&exp).await.unwrap();
+    wait_experiment_versions(&nodes, &[1, 2]).await;
+    wait_for("both nodes in control's directory", || async {
+        control.client.nodes().await.unwrap().len() == 2
+    })
+    .await;
+    let logreg = reference(demo_model("breast-cancer-logreg").unwrap());
+    let mut body = logreg.features(0);
+    body["unit"] = json!("user-1");
+    let (_, answer) = post_json(&format!("{}/api/v1/models/cancer/predict", nodes[0].url()), &body).await;
+    let id = answer["request_id"].as_str().unwrap().to_string();
+    assert!(id.ends_with("@eu"), "{id}");
+    // The client reports the outcome later, to the other region's node.
+    let (status, fb) = post_json(
+        &format!("{}/api/v1/feedback", nodes[1].url()),
+        &json!({ "request_id": id, "reward": 0.25 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{fb}");
+    assert_eq!(fb["recorded_by"], "eu");
+    assert_eq!(fb["arm"], answer["arm"]);
+    // Still one outcome per request, wherever it is sent.
+    let (status, _) = post_json(
+        &format!("{}/api/v1/feedback", nodes[1].url()),
+        &json!({ "request_id": id, "reward": 1.0 }),
+    )
+    .await;
+    assert_eq!(status, 404);
+    wait_for("the outcome in the results", || async {
+        let r = control.client.experiment_results(&exp.name).await.unwrap();
+        r.arms.iter().any(|a| a.outcome.n == 1 && a.outcome_mean == Some(0.25))
+    })
+    .await;
+    for n in nodes {
+        n.stop().await;
+    }
+    control.stop().await;
+}

@@ -44,6 +44,7 @@ fn spec(hold_ms: u64, max_p99_ms: f64) -> RolloutSpec {
         steps: vec![50, 100],
         hold_ms,
         max_p99_ms: Some(max_p99_ms),
+        max_p99_ratio: None,
         max_error_rate: Some(0.5),
         min_requests: 5,
     }

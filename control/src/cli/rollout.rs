@@ -23,12 +23,18 @@ pub enum RolloutCommand {
         hold: humantime::Duration,
         #[arg(long)]
         max_p99_ms: Option<f64>,
+        /// The canary's p99 may not exceed the baseline's times this, per region.
+        #[arg(long)]
+        max_p99_ratio: Option<f64>,
         /// 0.01 = 1 %.
         #[arg(long)]
         max_error_rate: Option<f64>,
         /// Canary requests a region needs in a step before it is judged.
         #[arg(long, default_value_t = 100)]
         min_requests: u64,
+        /// Steps and guards from a TOML file instead of the flags (see docs/experiments.md).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
     },
     /// Steps, guards, per-region figures and the hold's progress.
     Status {
@@ -53,6 +59,34 @@ pub enum RolloutCommand {
     },
 }
 
+/// Steps and guards, from flags or a file:
+/// `steps = [1, 5, 25, 100]`, `hold = "5m"`, `max_p99_ms = 20.0`, `max_p99_ratio = 1.5`,
+/// `max_error_rate = 0.01`, `min_requests = 100`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub steps: Vec<u32>,
+    #[serde(deserialize_with = "human_duration")]
+    pub hold: std::time::Duration,
+    #[serde(default)]
+    pub max_p99_ms: Option<f64>,
+    #[serde(default)]
+    pub max_p99_ratio: Option<f64>,
+    #[serde(default)]
+    pub max_error_rate: Option<f64>,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+}
+
+fn human_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn default_min_requests() -> u64 {
+    100
+}
+
 fn draw(s: &RolloutStatus) {
     let r = &s.rollout;
     let current = match &r.phase {
@@ -74,8 +108,9 @@ fn draw(s: &RolloutStatus) {
     say!("rollout of {} v{} over v{}: {:?}", r.spec.model, r.spec.canary, r.spec.baseline, r.phase);
     say!("steps:  {}", steps.join(" → "));
     say!(
-        "guards: p99 ≤ {} ms, error rate ≤ {}, judged after {} canary requests per region",
+        "guards: p99 ≤ {} ms, p99 ≤ {} × baseline, error rate ≤ {}, judged after {} canary requests per region",
         r.spec.max_p99_ms.map_or("-".to_string(), |v| v.to_string()),
+        r.spec.max_p99_ratio.map_or("-".to_string(), |v| v.to_string()),
         r.spec.max_error_rate.map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0)),
         r.spec.min_requests
     );
@@ -101,20 +136,38 @@ fn draw(s: &RolloutStatus) {
 
 pub async fn run(client: &Client, cmd: RolloutCommand, out: &Output) -> anyhow::Result<()> {
     let status = match cmd {
-        RolloutCommand::Start { model, version, steps, hold, max_p99_ms, max_error_rate, min_requests } => {
+        RolloutCommand::Start {
+            model,
+            version,
+            steps,
+            hold,
+            max_p99_ms,
+            max_p99_ratio,
+            max_error_rate,
+            min_requests,
+            file,
+        } => {
             let catalog = client.catalog().await?;
             let baseline =
                 catalog.models.get(&model).map(|e| e.live.version).context("the model is not deployed")?;
-            let hold_ms = hold.as_millis() as u64;
+            let plan = match file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    toml::from_str::<Plan>(&text).with_context(|| format!("in {}", path.display()))?
+                }
+                None => Plan { steps, hold: *hold, max_p99_ms, max_p99_ratio, max_error_rate, min_requests },
+            };
             let spec = RolloutSpec {
                 model,
                 baseline,
                 canary: version,
-                steps,
-                hold_ms,
-                max_p99_ms,
-                max_error_rate,
-                min_requests,
+                steps: plan.steps,
+                hold_ms: plan.hold.as_millis() as u64,
+                max_p99_ms: plan.max_p99_ms,
+                max_p99_ratio: plan.max_p99_ratio,
+                max_error_rate: plan.max_error_rate,
+                min_requests: plan.min_requests,
             };
             client.start_rollout(&spec).await?
         }

@@ -24,6 +24,9 @@ pub struct RolloutSpec {
     pub hold_ms: u64,
     /// The canary's p99 in a region may not exceed this.
     pub max_p99_ms: Option<f64>,
+    /// The canary's p99 in a region may not exceed the baseline's p99 there times this.
+    #[serde(default)]
+    pub max_p99_ratio: Option<f64>,
     /// The canary's error rate in a region may not exceed this (0.01 = 1 %).
     pub max_error_rate: Option<f64>,
     /// A region is judged once its canary served this many requests in the step.
@@ -42,8 +45,8 @@ impl RolloutSpec {
         if self.steps.windows(2).any(|w| w[0] >= w[1]) || self.steps.first() == Some(&0) {
             p.push("steps must be strictly ascending percentages above 0".to_string());
         }
-        if self.max_p99_ms.is_none() && self.max_error_rate.is_none() {
-            p.push("give at least one guard: max_p99_ms or max_error_rate".to_string());
+        if self.max_p99_ms.is_none() && self.max_p99_ratio.is_none() && self.max_error_rate.is_none() {
+            p.push("give at least one guard: max_p99_ms, max_p99_ratio or max_error_rate".to_string());
         }
         p
     }
@@ -151,6 +154,15 @@ impl Rollout {
                     ));
                 }
             }
+            let judged_baseline = r.baseline.requests >= self.spec.min_requests.max(1);
+            if let (Some(ratio), true) = (self.spec.max_p99_ratio, judged_baseline) {
+                if r.canary.p99_ms > r.baseline.p99_ms * ratio {
+                    return Some(format!(
+                        "canary v{} p99 {:.2} ms > {ratio} × baseline {:.2} ms in {}",
+                        self.spec.canary, r.canary.p99_ms, r.baseline.p99_ms, r.region
+                    ));
+                }
+            }
             if let Some(max) = self.spec.max_error_rate {
                 let rate = r.canary.errors as f64 / r.canary.requests as f64;
                 if rate > max {
@@ -233,6 +245,7 @@ mod tests {
             steps: vec![1, 5, 25, 100],
             hold_ms: 1_000,
             max_p99_ms: Some(20.0),
+            max_p99_ratio: Some(2.0),
             max_error_rate: Some(0.01),
             min_requests: 50,
         }
@@ -281,6 +294,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(r.canary_bp(), 0);
+        // Slower than twice the baseline (5 ms) while under the absolute guard.
+        let (mut r, _) = Rollout::start(spec(), 0).unwrap();
+        assert!(
+            matches!(r.tick(10, &[region("eu", 500, 0, 11.0)]), Some(Action::RollBack { reason }) if reason.contains("× baseline"))
+        );
         let (mut r, _) = Rollout::start(spec(), 0).unwrap();
         let failing = [region("us", 1_000, 50, 6.0)];
         assert!(

@@ -1,10 +1,13 @@
 //! `POST /api/v1/feedback`: the outcome of a request this node answered, for the per-arm
 //! results of experiments. `{"request_id": "...", "label": 1}` scores a classifier's answer
 //! (1 when the predicted class is the label, else 0); `{"request_id": "...", "reward": 0.7}`
-//! records a reward. One outcome per request id, within the node's feedback window.
+//! records a reward. One outcome per request id, within the node's feedback window. Feedback
+//! sent to another node (another region) is relayed once to the node that answered.
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -13,6 +16,7 @@ use serde_json::{json, Value};
 use super::error::{parse_json, ApiError};
 use super::AppState;
 use crate::inference::requests::Served;
+use crate::sync::control::ControlClient;
 use meridian_models::OutputSpec;
 
 #[derive(Debug, Deserialize)]
@@ -24,11 +28,16 @@ pub struct Feedback {
     reward: Option<f64>,
 }
 
+/// Marks feedback relayed from another node, so it is relayed at most once.
+const RELAYED: &str = "x-meridian-relayed";
+
 pub async fn feedback(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let fb: Feedback = parse_json(&body?)?;
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let fb: Feedback = parse_json(&body)?;
     if fb.label.is_some() == fb.reward.is_some() {
         return Err(ApiError::bad_request("feedback needs exactly one of \"label\" or \"reward\""));
     }
@@ -36,6 +45,9 @@ pub async fn feedback(
         return Err(ApiError::bad_request("\"reward\" must be a finite number"));
     }
     let Some(served) = state.requests.take(&fb.request_id) else {
+        if let Some(relayed) = relay(&state, &fb.request_id, &headers, body).await {
+            return relayed;
+        }
         return Err(ApiError::not_found(format!(
             "unknown or expired request id {:?}: a node keeps one-row request ids for {} s, and each takes one outcome",
             fb.request_id,
@@ -53,7 +65,46 @@ pub async fn feedback(
         "model_version": served.version,
         "arm": served.arm,
         "outcome": outcome,
-    })))
+        "recorded_by": state.config.id,
+    }))
+    .into_response())
+}
+
+/// Feedback for a request another node answered (`uuid@node`): hand it to that node, found in
+/// control's node directory, and pass its answer back. `None` when it is ours or cannot go.
+async fn relay(
+    state: &AppState,
+    request_id: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Option<Result<Response, ApiError>> {
+    let (_, node) = request_id.rsplit_once('@')?;
+    if node == state.config.id || headers.contains_key(RELAYED) {
+        return None;
+    }
+    let control = ControlClient::new(state.config.control_url.as_deref()?, &state.config);
+    let url = match control.node_url(node).await {
+        Ok(Some(url)) => url,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(ApiError::unavailable(format!("cannot find node {node:?}: {e}")))),
+    };
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().ok()?;
+    let sent = http
+        .post(format!("{url}/api/v1/feedback"))
+        .header(RELAYED, state.config.id.as_str())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    Some(match sent {
+        Ok(resp) => {
+            let status = axum::http::StatusCode::from_u16(resp.status().as_u16())
+                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+            let bytes = resp.bytes().await.unwrap_or_default();
+            Ok((status, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
+        }
+        Err(e) => Err(ApiError::unavailable(format!("node {node:?} did not take the feedback: {e}"))),
+    })
 }
 
 /// 1 when the classifier's predicted class is `label` (an index, or a class name), else 0.

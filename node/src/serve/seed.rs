@@ -92,6 +92,8 @@ async fn answer(
 ) -> Result<(Response, usize), ApiError> {
     let request: PredictRequest = parse_json(&body?)?;
     let request_id = uuid::Uuid::new_v4();
+    // `uuid@node`: feedback sent to any node finds its way to the node that answered.
+    let request_key = format!("{request_id}@{}", state.config.id);
     let unit = unit_of(state, model_name, request.unit.as_ref(), request.entity.as_ref(), headers);
     let (model, assignment) = choose(state, model_name, unit.as_deref(), request_id.as_u128() as u64)?;
     obs.served_by(&model, assignment.as_ref());
@@ -114,7 +116,7 @@ async fn answer(
         latency_ms: obs.elapsed_ms(),
         model: &model.manifest.name,
         model_version: model.manifest.version,
-        request_id: request_id.to_string(),
+        request_id: request_key.clone(),
         served_by: &state.config.id,
         arm: assignment.as_ref().map(|a| a.arm.clone()),
         assignment: assignment.as_ref().map(|a| a.how),
@@ -130,7 +132,7 @@ async fn answer(
                 prediction: prediction.prediction,
                 class: prediction.class,
             };
-            state.requests.remember(request_id.to_string(), served);
+            state.requests.remember(request_key.clone(), served);
             Json(SingleResponse { prediction, meta }).into_response()
         }
         (false, Some(last)) => {

@@ -97,6 +97,18 @@ impl ControlClient {
         Self::check(resp).await.map(|_| ())
     }
 
+    /// The HTTP URL of node `id`, from control's node directory.
+    pub async fn node_url(&self, id: &str) -> Result<Option<String>, ControlError> {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/nodes", self.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
+        let nodes: Vec<serde_json::Value> = Self::check(resp).await?.json().await?;
+        Ok(nodes.iter().find(|n| n["id"] == id).and_then(|n| n["http_url"].as_str()).map(str::to_string))
+    }
+
     pub async fn heartbeat(&self, info: &NodeInfo) -> Result<(), ControlError> {
         let resp = self
             .http

@@ -1,11 +1,15 @@
-//! meridian-simulations: deterministic many-node simulations of meridian's cores.
+//! meridian-simulations: deterministic many-node simulations of meridian's cores, on one
+//! thread, with a virtual clock and a seeded RNG. No I/O.
 //!
-//! Will own (mesh and rollout issues), no I/O, one thread, seeded:
-//! - a discrete-event scheduler with a virtual clock and an inter-region RTT matrix;
-//! - thousands of real `meridian-gossip` cores exchanging packets through it, with loss,
-//!   partitions and node churn;
-//! - the pure rollout planner of `meridian-control` driven through canary steps;
-//! - reports: catalog convergence time (99 % / 100 % of nodes), failure detection time, false
-//!   positives and bytes per node per second, for 100 … 10,000 nodes.
+//! - [`regions`]: 20 regions and the round-trip times between them (from great-circle
+//!   distances, at the speed of light in fibre with a routing overhead).
+//! - [`rng`]: a seeded xorshift generator, so every run is reproducible.
+//! - [`rollout`]: the real rollout planner of `meridian-control` driving a canary across
+//!   thousands of nodes: reports flowing up, the breach detected, the rollback reaching every node.
 //!
-//! Nothing is simulated yet: the gossip core it drives arrives with the mesh issue.
+//! To come with the mesh issue: the gossip core (SWIM membership and catalog spread) for 100 …
+//! 10,000 nodes, with loss, partitions and churn.
+
+pub mod regions;
+pub mod rng;
+pub mod rollout;

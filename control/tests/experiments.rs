@@ -289,3 +289,32 @@ async fn feedback_sent_to_another_region_reaches_the_node_that_answered() {
     }
     control.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_shadow_never_reaches_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let (control, nodes) = setup(dir.path(), &["n"]).await;
+    // v3 takes 10 columns: every shadow copy of a 30-column request fails in its runtime.
+    control.push("cancer", demo_model("diabetes-ridge").unwrap()).await;
+    control.client.start_experiment(&experiment(vec![arm("control", 1, 10_000)], Some(3))).await.unwrap();
+    wait_experiment_versions(&nodes, &[1, 3]).await;
+    let node = &nodes[0];
+    let logreg = reference(demo_model("breast-cancer-logreg").unwrap());
+    for i in 0..8 {
+        let (status, answer) =
+            post_json(&format!("{}/api/v1/models/cancer/predict", node.url()), &logreg.features(i)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(close(answer["prediction"].as_f64().unwrap(), logreg.prediction(i)));
+    }
+    let url = format!("{}/metrics", node.url());
+    wait_for("the shadow failures to be counted", || {
+        let url = url.clone();
+        async move {
+            let text = http().get(url).send().await.unwrap().text().await.unwrap();
+            text.contains(r#"meridian_requests_total{model="cancer",version="3",arm="shadow",api="predict",code="500"} 8"#)
+        }
+    })
+    .await;
+    nodes.into_iter().next().unwrap().stop().await;
+    control.stop().await;
+}

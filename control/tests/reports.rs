@@ -53,7 +53,8 @@ async fn nodes_report_histograms_and_control_merges_them_per_region_even_after_a
     let s = stats(&control).await;
     let eu = s.iter().find(|s| s.region == "eu-west").unwrap();
     assert_eq!((eu.model.as_str(), eu.version, eu.errors), ("diabetes-ridge", 1, 0));
-    assert!(eu.p50_ms > 0.0 && eu.p50_ms <= eu.p99_ms && eu.p99_ms <= eu.p999_ms, "{eu:?}");
+    // A request through HTTP, JSON and a worker thread takes tens of µs at least.
+    assert!(eu.p50_ms > 0.01 && eu.p50_ms <= eu.p99_ms && eu.p99_ms <= eu.p999_ms, "{eu:?}");
     assert!(eu.compute_p50_ms > 0.0 && eu.compute_p50_ms <= eu.p99_ms, "{eu:?}");
 
     // Control goes down; node a keeps serving and keeps its reports.

@@ -12,8 +12,19 @@ use harness::*;
 use meridian_control::rollout::{Phase, RolloutSpec};
 use meridian_control::ControlConfig;
 use meridian_models::demo::demo_model;
+use meridian_node::inference::fault::Fault;
 
 async fn setup(dir: &std::path::Path, regions: &[&str], listen: SocketAddr) -> (Control, Vec<Node>) {
+    setup_with_faults(dir, regions, listen, &[]).await
+}
+
+/// `slow`: (region, version, delay) faults injected on that region's node.
+async fn setup_with_faults(
+    dir: &std::path::Path,
+    regions: &[&str],
+    listen: SocketAddr,
+    slow: &[(&str, u32, u64)],
+) -> (Control, Vec<Node>) {
     let control = Control::start_with(ControlConfig {
         listen,
         data_dir: dir.join("control"),
@@ -29,6 +40,15 @@ async fn setup(dir: &std::path::Path, regions: &[&str], listen: SocketAddr) -> (
         let mut config = node_config(region, Some(control.url()), &dir.join(region));
         config.region = region.to_string();
         config.report_interval_ms = 100;
+        config.faults = slow
+            .iter()
+            .filter(|(r, _, _)| r == region)
+            .map(|(_, version, delay_ms)| Fault {
+                model: "cancer".into(),
+                version: *version,
+                delay_ms: *delay_ms,
+            })
+            .collect();
         let node = Node::start(config).await;
         node.wait_live("cancer", 1).await;
         nodes.push(node);
@@ -94,20 +114,25 @@ async fn a_healthy_canary_reaches_100_percent_and_becomes_live() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_breaching_its_guard_is_rolled_back_in_every_region() {
+async fn a_canary_slowed_in_one_region_is_rolled_back_in_every_region() {
     let dir = tempfile::tempdir().unwrap();
-    let (control, nodes) = setup(dir.path(), &["eu-west", "ap-south"], "127.0.0.1:0".parse().unwrap()).await;
+    // Version 2 is made 40 ms slower on the ap-south node only.
+    let slow = [("ap-south", 2, 40)];
+    let (control, nodes) =
+        setup_with_faults(dir.path(), &["eu-west", "ap-south"], "127.0.0.1:0".parse().unwrap(), &slow).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = traffic(&nodes, stop.clone());
-    // A p99 guard below any real latency: the canary breaches it as soon as it is judged.
-    control.client.start_rollout(&spec(60_000, 0.000_1)).await.unwrap();
+    control.client.start_rollout(&spec(60_000, 25.0)).await.unwrap();
     wait_for("the automatic rollback", || async {
         matches!(control.client.rollout("cancer").await.unwrap().rollout.phase, Phase::RolledBack { .. })
     })
     .await;
     let status = control.client.rollout("cancer").await.unwrap();
     let Phase::RolledBack { reason } = &status.rollout.phase else { unreachable!() };
-    assert!(reason.contains("p99") && reason.contains("canary v2"), "{reason}");
+    assert!(
+        reason.contains("p99") && reason.contains("canary v2") && reason.contains("ap-south"),
+        "{reason}"
+    );
     assert_eq!(status.canary_bp, 0);
     for n in &nodes {
         let state = n.handle.state.clone();

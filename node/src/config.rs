@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub max_ingest_bytes: usize,
     /// The feature store: Redis, caches, breaker.
     pub features: crate::features::FeatureStoreConfig,
+    /// Injected faults (tests, game days): model versions made slow on this node.
+    pub faults: Vec<crate::inference::fault::Fault>,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +78,7 @@ impl Default for NodeConfig {
             feedback_window_secs: 3_600,
             result_cache_ttl_secs: 300,
             features: crate::features::FeatureStoreConfig::default(),
+            faults: Vec::new(),
         }
     }
 }

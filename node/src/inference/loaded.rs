@@ -5,6 +5,7 @@ use std::sync::Arc;
 use meridian_models::runtime::tract::TractRuntime;
 use meridian_models::{InputBatch, ModelError, ModelManifest, Runtime};
 
+use super::fault::Slowed;
 use super::worker::{PoolConfig, WorkerPool};
 
 pub struct LoadedModel {
@@ -22,7 +23,12 @@ impl std::fmt::Debug for LoadedModel {
 impl LoadedModel {
     /// Load `onnx` (already verified against `manifest.digest`), run one warm-up row, start
     /// the workers. Blocking and CPU-heavy: call it off the async executor.
-    pub fn load(manifest: ModelManifest, onnx: &[u8], pool: PoolConfig) -> Result<Self, ModelError> {
+    pub fn load(
+        manifest: ModelManifest,
+        onnx: &[u8],
+        pool: PoolConfig,
+        fault_delay: Option<std::time::Duration>,
+    ) -> Result<Self, ModelError> {
         let runtime = TractRuntime::load(onnx)?;
         if runtime.signature() != &manifest.signature {
             return Err(ModelError::Signature(format!(
@@ -32,7 +38,13 @@ impl LoadedModel {
         }
         let width = manifest.spec.width();
         runtime.run(&InputBatch::new(1, width, vec![0.0; width])?)?;
-        let runtime: Arc<dyn Runtime> = Arc::new(runtime);
+        let runtime: Arc<dyn Runtime> = match fault_delay {
+            Some(delay) => {
+                tracing::warn!(model = %manifest.name, version = manifest.version, ?delay, "fault injected: slowed");
+                Arc::new(Slowed { inner: runtime, delay })
+            }
+            None => Arc::new(runtime),
+        };
         let label = format!("{}-v{}", manifest.name, manifest.version);
         let pool = WorkerPool::start(&label, runtime.clone(), pool)
             .map_err(|e| ModelError::Run(format!("cannot start worker threads: {e}")))?;

@@ -37,8 +37,14 @@ async fn obtain(
         queue_capacity: state.config.queue_capacity,
         max_batch_rows: state.config.max_batch_rows,
     };
+    let fault = state
+        .config
+        .faults
+        .iter()
+        .find(|f| f.model == manifest.name && f.version == manifest.version)
+        .map(|f| std::time::Duration::from_millis(f.delay_ms));
     let manifest = manifest.clone();
-    let loaded = tokio::task::spawn_blocking(move || LoadedModel::load(manifest, &bytes, pool))
+    let loaded = tokio::task::spawn_blocking(move || LoadedModel::load(manifest, &bytes, pool, fault))
         .await
         .map_err(|e| format!("loader task failed: {e}"))?
         .map_err(|e| e.to_string())?;

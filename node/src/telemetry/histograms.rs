@@ -65,6 +65,13 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
+fn record(h: &mut Histogram<u64>, value: u64) {
+    let value = value.max(1);
+    if h.record(value).is_err() {
+        h.saturating_record(value);
+    }
+}
+
 fn encode(h: &Histogram<u64>) -> String {
     let mut bytes = Vec::new();
     if V2DeflateSerializer::new().serialize(h, &mut bytes).is_err() {
@@ -111,9 +118,11 @@ impl Recorder {
         slice.requests += 1;
         slice.degraded += u64::from(s.degraded);
         if s.ok {
-            slice.total.saturating_record(s.total_us.max(1));
+            // `record` grows an auto-resizing histogram; `saturating_record` would clamp every
+            // value to the fresh histogram's tiny initial range.
+            record(&mut slice.total, s.total_us);
             if let Some(c) = s.compute_us {
-                slice.compute.saturating_record(c.max(1));
+                record(&mut slice.compute, c);
             }
         } else {
             slice.errors += 1;

@@ -29,6 +29,9 @@ pub struct NodeConfig {
     pub workers_per_model: usize,
     /// A worker runs up to this many queued rows as one batch.
     pub max_batch_rows: usize,
+    /// How long a request may wait for others to batch with; 0 (the default) runs whatever
+    /// is queued at once, which already batches under load without adding latency when idle.
+    pub max_queue_delay_us: u64,
     /// A request not answered within this gets 503.
     pub request_timeout_ms: u64,
     /// How long one catalog long-poll to control waits.
@@ -67,6 +70,7 @@ impl Default for NodeConfig {
             queue_capacity: 256,
             workers_per_model: 1,
             max_batch_rows: 1024,
+            max_queue_delay_us: 0,
             request_timeout_ms: 5_000,
             catalog_wait_ms: 20_000,
             heartbeat_ms: 5_000,

@@ -1,6 +1,6 @@
 //! Worker threads behind a bounded queue. A worker takes the oldest job, adds whatever else is
-//! already waiting (up to `max_batch_rows` rows, without waiting for more), runs them as one
-//! batch and hands each job its rows. When the queue is full a submit fails at once: the
+//! waiting, and, when `max_queue_delay` allows, waits for more (the [`BatchPolicy`]), up to
+//! `max_batch_rows` rows; it runs them as one batch and hands each job its rows. When the queue is full a submit fails at once: the
 //! caller answers 429 rather than queueing without bound.
 
 use std::sync::Arc;
@@ -8,6 +8,8 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use meridian_models::{InputBatch, ModelError, OutputBatch, Runtime};
 use tokio::sync::oneshot;
+
+use super::batching::{BatchPolicy, Decision};
 
 /// A job's rows of output and how long the runtime took for the batch it ran in.
 #[derive(Debug)]
@@ -50,6 +52,8 @@ pub struct PoolConfig {
     pub workers: usize,
     pub queue_capacity: usize,
     pub max_batch_rows: usize,
+    /// How long a request may wait for others to batch with (zero: never waits).
+    pub max_queue_delay: std::time::Duration,
 }
 
 impl WorkerPool {
@@ -58,10 +62,10 @@ impl WorkerPool {
         for i in 0..config.workers {
             let rx = rx.clone();
             let runtime = runtime.clone();
-            let max_rows = config.max_batch_rows;
+            let policy = BatchPolicy { max_rows: config.max_batch_rows, max_delay: config.max_queue_delay };
             std::thread::Builder::new()
                 .name(format!("model-{label}-{i}"))
-                .spawn(move || work(&rx, runtime.as_ref(), max_rows))?;
+                .spawn(move || work(&rx, runtime.as_ref(), policy))?;
         }
         Ok(Self { tx, capacity: config.queue_capacity })
     }
@@ -82,18 +86,30 @@ impl WorkerPool {
     }
 }
 
-fn work(rx: &Receiver<Job>, runtime: &dyn Runtime, max_rows: usize) {
+fn work(rx: &Receiver<Job>, runtime: &dyn Runtime, policy: BatchPolicy) {
     let mut jobs = Vec::new();
     while let Ok(first) = rx.recv() {
+        let started = std::time::Instant::now();
         let mut rows = first.input.rows;
         jobs.push(first);
-        while rows < max_rows {
-            match rx.try_recv() {
-                Ok(job) => {
+        // Take what is already queued, then wait (bounded by the policy) for more.
+        loop {
+            let next = match policy.decide(rows, started.elapsed()) {
+                Decision::Run => rx.try_recv().ok().filter(|_| rows < policy.max_rows),
+                Decision::Wait(left) => match rx.recv_timeout(left) {
+                    Ok(job) => Some(job),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                    // The model is being unloaded: run what we have, do not spin.
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            match next {
+                Some(job) => {
                     rows += job.input.rows;
                     jobs.push(job);
                 }
-                Err(_) => break,
+                None if policy.decide(rows, started.elapsed()) == Decision::Run => break,
+                None => {}
             }
         }
         run_jobs(runtime, &mut jobs);
@@ -202,7 +218,12 @@ mod tests {
         let pool = WorkerPool::start(
             "t",
             runtime.clone(),
-            PoolConfig { workers: 1, queue_capacity: 3, max_batch_rows: 100 },
+            PoolConfig {
+                workers: 1,
+                queue_capacity: 3,
+                max_batch_rows: 100,
+                max_queue_delay: Duration::ZERO,
+            },
         )
         .unwrap();
         let held = gate.lock().unwrap();
@@ -227,5 +248,23 @@ mod tests {
         }
         // The three queued jobs ran as one batch of six rows.
         assert_eq!(*runtime.batches.lock().unwrap(), vec![1, 6]);
+    }
+
+    #[tokio::test]
+    async fn with_a_queue_delay_requests_arriving_apart_share_one_batch() {
+        let runtime = doubler(Arc::new(Mutex::new(())));
+        let config = PoolConfig {
+            workers: 1,
+            queue_capacity: 8,
+            max_batch_rows: 100,
+            max_queue_delay: Duration::from_millis(300),
+        };
+        let pool = WorkerPool::start("t", runtime.clone(), config).unwrap();
+        let a = pool.submit(InputBatch::new(1, 1, vec![1.0]).unwrap()).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let b = pool.submit(InputBatch::new(2, 1, vec![2.0, 3.0]).unwrap()).unwrap();
+        assert_eq!(a.await.unwrap().unwrap().out.tensors[0].data, TensorData::F32(vec![2.0]));
+        assert_eq!(b.await.unwrap().unwrap().out.tensors[0].data, TensorData::F32(vec![4.0, 6.0]));
+        assert_eq!(*runtime.batches.lock().unwrap(), vec![3], "one batch of both requests");
     }
 }

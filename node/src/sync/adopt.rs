@@ -36,6 +36,7 @@ async fn obtain(
         workers: state.config.workers_per_model,
         queue_capacity: state.config.queue_capacity,
         max_batch_rows: state.config.max_batch_rows,
+        max_queue_delay: std::time::Duration::from_micros(state.config.max_queue_delay_us),
     };
     let fault = state
         .config

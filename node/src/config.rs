@@ -78,7 +78,7 @@ impl Default for NodeConfig {
             max_artifact_bytes: 1 << 30,
             max_ingest_bytes: 256 << 20,
             result_cache_capacity: 0,
-            feedback_capacity: 1_000_000,
+            feedback_capacity: 200_000,
             feedback_window_secs: 3_600,
             result_cache_ttl_secs: 300,
             features: crate::features::FeatureStoreConfig::default(),

@@ -125,14 +125,18 @@ async fn answer(
     };
     let response = match (single, predictions.pop()) {
         (true, Some(prediction)) => {
-            let served = Served {
-                model: name.clone(),
-                version,
-                arm: assignment.as_ref().map(|a| a.arm.clone()).unwrap_or_default(),
-                prediction: prediction.prediction,
-                class: prediction.class,
-            };
-            state.requests.remember(request_key.clone(), served);
+            // Only answers given under an experiment are remembered for feedback: outcomes
+            // exist to compare arms, and remembering costs every request (~20 % of throughput).
+            if let Some(a) = &assignment {
+                let served = Served {
+                    model: name.clone(),
+                    version,
+                    arm: a.arm.clone(),
+                    prediction: prediction.prediction,
+                    class: prediction.class,
+                };
+                state.requests.remember(request_key.clone(), served);
+            }
             Json(SingleResponse { prediction, meta }).into_response()
         }
         (false, Some(last)) => {

@@ -65,6 +65,7 @@ pub async fn spawn(
         std::time::Duration::from_millis(state.config.rollout_tick_ms),
     );
     let rollouts = tokio::spawn(rollouts);
+    let held = state.clone();
     let app = router(state);
     tracing::info!(%addr, "control listening");
     // The task ends when everything holding the registry has stopped, so the next control can
@@ -75,7 +76,18 @@ pub async fn spawn(
             .await
             .map_err(ControlError::Serve);
         let _ = rollouts.await;
+        release(held).await;
         served
     });
     Ok(ControlHandle { addr, task })
+}
+
+/// Wait (bounded) until nothing else holds the state — a connection task finishing, a registry
+/// operation on a blocking thread — so the registry's sled lock is released when `spawn`'s task
+/// ends and a new control can open the same directory at once.
+async fn release(state: Arc<ControlState>) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Arc::strong_count(&state) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }

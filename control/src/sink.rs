@@ -29,6 +29,11 @@ struct DecodedSlice {
     model: String,
     version: u32,
     arm: String,
+    figures: Figures,
+}
+
+/// A slice's counts and histograms: one report's, or several merged.
+struct Figures {
     requests: u64,
     errors: u64,
     degraded: u64,
@@ -37,18 +42,8 @@ struct DecodedSlice {
     compute: Histogram<u64>,
 }
 
-/// One slice's figures while merging.
-struct Merged {
-    requests: u64,
-    errors: u64,
-    degraded: u64,
-    outcome: Moments,
-    total: Histogram<u64>,
-    compute: Histogram<u64>,
-}
-
-impl Merged {
-    fn new() -> Self {
+impl Figures {
+    fn empty() -> Self {
         // Auto-resizing, so any node's range merges in (`new_from` would copy a deserialized
         // histogram's fixed range and refuse larger values).
         let empty = || Histogram::new(3).expect("valid HdrHistogram precision");
@@ -60,6 +55,15 @@ impl Merged {
             total: empty(),
             compute: empty(),
         }
+    }
+
+    fn add(&mut self, other: &Figures) -> Result<(), hdrhistogram::AdditionError> {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.degraded += other.degraded;
+        self.outcome.add(&other.outcome);
+        self.total.add(&other.total)?;
+        self.compute.add(&other.compute)
     }
 }
 
@@ -120,19 +124,15 @@ impl Sink {
                 return Err(format!("{at}: outcome sums are not finite"));
             }
             let outcome = Moments { n: s.outcomes, sum: s.outcome_sum, sum_sq: s.outcome_sum_sq };
-            let (model, version, arm) = (s.model, s.version, s.arm);
-            let (requests, errors, degraded) = (s.requests, s.errors, s.degraded);
-            slices.push(DecodedSlice {
-                model,
-                version,
-                arm,
-                requests,
-                errors,
-                degraded,
+            let figures = Figures {
+                requests: s.requests,
+                errors: s.errors,
+                degraded: s.degraded,
                 outcome,
                 total,
                 compute,
-            });
+            };
+            slices.push(DecodedSlice { model: s.model, version: s.version, arm: s.arm, figures });
         }
         let n = slices.len();
         let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
@@ -154,19 +154,14 @@ impl Sink {
         by_region: bool,
     ) -> Vec<SliceStats> {
         type Key = (String, u32, String, String);
-        let mut merged: BTreeMap<Key, Merged> = BTreeMap::new();
+        let mut merged: BTreeMap<Key, Figures> = BTreeMap::new();
         let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         let since = now_ms.saturating_sub(window_ms);
         for r in reports.iter().filter(|r| r.end_ms >= since) {
             for s in r.slices.iter().filter(|s| model.is_none_or(|m| m == s.model)) {
                 let region = if by_region { r.region.clone() } else { "*".to_string() };
                 let key = (s.model.clone(), s.version, s.arm.clone(), region);
-                let entry = merged.entry(key).or_insert_with(Merged::new);
-                entry.requests += s.requests;
-                entry.errors += s.errors;
-                entry.degraded += s.degraded;
-                entry.outcome.add(&s.outcome);
-                if entry.total.add(&s.total).is_err() || entry.compute.add(&s.compute).is_err() {
+                if merged.entry(key).or_insert_with(Figures::empty).add(&s.figures).is_err() {
                     tracing::warn!(model = %s.model, "a latency snapshot could not be merged");
                 }
             }
@@ -179,7 +174,7 @@ impl Sink {
             .map(
                 |(
                     (model, version, arm, region),
-                    Merged { requests, errors, degraded, outcome, total, compute },
+                    Figures { requests, errors, degraded, outcome, total, compute },
                 )| {
                     SliceStats {
                         model,

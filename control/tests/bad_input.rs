@@ -221,12 +221,7 @@ async fn models_not_loaded_yet_answer_503() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
     }
     let node = Node::start(node_config("n", None, &data_dir)).await;
-    let state = node.handle.state.clone();
-    wait_for("the persisted catalog to be adopted", || {
-        let has = state.table.load().has_catalog;
-        async move { has }
-    })
-    .await;
+    node.wait_table("the persisted catalog adopted", |t| t.has_catalog).await;
     let (status, answer) = post_json(
         &format!("{}/api/v1/models/breast-cancer-mlp/predict", node.url()),
         &json!({ "features": {} }),

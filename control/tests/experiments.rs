@@ -43,15 +43,11 @@ async fn setup(dir: &std::path::Path, ids: &[&str]) -> (Control, Vec<Node>) {
 
 async fn wait_experiment_versions(nodes: &[Node], versions: &[u32]) {
     for node in nodes {
-        let state = node.handle.state.clone();
-        let versions = versions.to_vec();
-        wait_for("experiment versions loaded", || {
-            let t = state.table.load();
-            let ok = t.catalog.experiments.contains_key("cancer")
+        node.wait_table("experiment versions loaded", |t| {
+            t.catalog.experiments.contains_key("cancer")
                 && versions.iter().all(|v| {
                     t.models.get("cancer").is_some_and(|s| s.versions().any(|m| m.manifest.version == *v))
-                });
-            async move { ok }
+                })
         })
         .await;
     }
@@ -112,12 +108,7 @@ async fn assignment_is_sticky_and_identical_on_every_node_and_arms_answer_with_t
     // Stopping the experiment sends everyone to the live version.
     control.client.stop_experiment("mlp-vs-logreg").await.unwrap();
     for node in &nodes {
-        let state = node.handle.state.clone();
-        wait_for("experiment gone", || {
-            let ok = state.table.load().catalog.experiments.is_empty();
-            async move { ok }
-        })
-        .await;
+        node.wait_table("experiment gone", |t| t.catalog.experiments.is_empty()).await;
         let mut body = logreg.features(0);
         body["unit"] = json!("user-1");
         let (_, answer) = post_json(&format!("{}/api/v1/models/cancer/predict", node.url()), &body).await;

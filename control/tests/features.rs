@@ -58,12 +58,7 @@ fn reference_ndjson(r: &Reference) -> String {
 }
 
 async fn wait_view(node: &Node, view: &str) {
-    let state = node.handle.state.clone();
-    wait_for(&format!("view {view} on {}", node.url()), || {
-        let ok = state.table.load().catalog.views.contains_key(view);
-        async move { ok }
-    })
-    .await;
+    node.wait_table(&format!("view {view}"), |t| t.catalog.views.contains_key(view)).await;
 }
 
 async fn ingest(node: &Node, view: &str, body: String, content_type: &str) -> Value {
@@ -190,13 +185,7 @@ async fn rows_expire_with_the_view_ttl() {
     let embedded = Node::start(node_config("s", Some(control.url()), &dir.path().join("s"))).await;
     for node in [&nodes[0], &embedded] {
         wait_view(node, "users").await;
-        let resp = http()
-            .put(format!("{}/api/v1/features/users/u1", node.url()))
-            .json(&json!({ "features": { "age": 30 } }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
+        assert_eq!(put_features(&node.url(), "users", "u1", json!({ "age": 30 })).await, 200);
         assert_eq!(get_json(&format!("{}/api/v1/features/users/u1", node.url())).await.0, 200);
     }
     tokio::time::sleep(Duration::from_millis(2_200)).await;
@@ -220,13 +209,7 @@ async fn a_write_through_one_node_invalidates_the_caches_of_the_others() {
     let url_b = format!("{}/api/v1/features/patients/ref0", nodes[1].url());
     assert_eq!(get_json(&url_b).await.1["features"]["worst_area"], r.rows[0]["worst_area"]);
     let (_, before) = predict(&nodes[1], json!({ "entity": { "patient_id": "ref0" } })).await;
-    let resp = http()
-        .put(format!("{}/api/v1/features/patients/ref0", nodes[0].url()))
-        .json(&json!({ "features": { "worst_area": 4000.0 } }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(put_features(&nodes[0].url(), "patients", "ref0", json!({ "worst_area": 4000.0 })).await, 200);
     wait_for("node b to see the write", || {
         let url = url_b.clone();
         async move { get_json(&url).await.1["features"]["worst_area"] == json!(4000.0) }
@@ -267,13 +250,7 @@ async fn redis_outage_opens_the_breaker_serves_degraded_from_sled_and_recovers()
     let metrics = http().get(format!("{}/metrics", node.url())).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("meridian_feature_breaker_open 1"), "{metrics}");
     // Writes cannot land while Redis is away: 503, not a silent local write.
-    let resp = http()
-        .put(format!("{}/api/v1/features/patients/ref0", node.url()))
-        .json(&json!({ "features": { "worst_area": 1.0 } }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 503);
+    assert_eq!(put_features(&node.url(), "patients", "ref0", json!({ "worst_area": 1.0 })).await, 503);
 
     redis.restart();
     // The breaker refuses writes until its probe finds Redis back (within breaker_open_ms).
@@ -349,13 +326,8 @@ async fn the_result_cache_never_serves_an_old_answer() {
     let first = post_json(&url, &body).await.1;
     assert_eq!(post_json(&url, &body).await.1["prediction"], first["prediction"]);
     // A feature write changes the input vector: a new answer, not the cached one.
-    let resp = http()
-        .put(format!("{}/api/v1/features/patients/ref2", node.url()))
-        .json(&json!({ "features": { "worst_area": 4000.0, "worst_radius": 40.0 } }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let written = json!({ "worst_area": 4000.0, "worst_radius": 40.0 });
+    assert_eq!(put_features(&node.url(), "patients", "ref2", written).await, 200);
     let after_write = post_json(&url, &body).await.1;
     assert_ne!(after_write["prediction"], first["prediction"]);
     // A deploy changes the version: v2's own answer.

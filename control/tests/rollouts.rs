@@ -135,11 +135,8 @@ async fn a_canary_slowed_in_one_region_is_rolled_back_in_every_region() {
     );
     assert_eq!(status.canary_bp, 0);
     for n in &nodes {
-        let state = n.handle.state.clone();
-        wait_for("the split to be gone", || {
-            let t = state.table.load();
-            let ok = t.catalog.experiments.is_empty() && t.models["cancer"].live.manifest.version == 1;
-            async move { ok }
+        n.wait_table("the split gone", |t| {
+            t.catalog.experiments.is_empty() && t.models["cancer"].live.manifest.version == 1
         })
         .await;
     }

@@ -20,15 +20,18 @@ pub async fn list(State(state): State<SharedState>) -> Json<Vec<Experiment>> {
     Json(state.catalog.borrow().experiments.values().cloned().collect())
 }
 
+/// The running experiment called `name`.
+fn running(state: &SharedState, name: &str) -> Result<Experiment, ApiError> {
+    let catalog = state.catalog.borrow();
+    let found = catalog.experiments.values().find(|e| e.name == name).cloned();
+    found.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no running experiment named {name:?}")))
+}
+
 pub async fn show(
     State(state): State<SharedState>,
     Path(name): Path<String>,
 ) -> Result<Json<Experiment>, ApiError> {
-    let catalog = state.catalog.borrow();
-    let found = catalog.experiments.values().find(|e| e.name == name).cloned();
-    found
-        .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no running experiment named {name:?}")))
+    running(&state, &name).map(Json)
 }
 
 pub async fn start(
@@ -87,7 +90,7 @@ pub async fn results(
     Path(name): Path<String>,
     Query(q): Query<ResultsQuery>,
 ) -> Result<Json<ExperimentResults>, ApiError> {
-    let experiment = show(State(state.clone()), Path(name)).await?.0;
+    let experiment = running(&state, &name)?;
     let window_s = q.window_s.unwrap_or(KEEP_MS / 1_000).clamp(1, KEEP_MS / 1_000);
     let stats = state.sink.query(Some(&experiment.model), window_s * 1_000, unix_ms(), false);
     let mut arms: Vec<ArmResult> = experiment

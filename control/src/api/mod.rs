@@ -45,19 +45,25 @@ pub struct ControlState {
 pub type SharedState = Arc<ControlState>;
 
 impl ControlState {
-    /// Run a registry operation off the executor (sled flushes and tract validation block),
-    /// and publish the catalog it returns.
-    pub async fn registry_op<T: Send + 'static>(
+    /// Run a read of the registry off the executor (sled may block).
+    pub async fn registry_read<T: Send + 'static>(
         self: &Arc<Self>,
         op: impl FnOnce(&Registry) -> Result<T, RegistryError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let state = self.clone();
-        let (result, catalog) = tokio::task::spawn_blocking(move || {
-            let result = op(&state.registry);
-            (result, state.registry.catalog())
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("registry task failed: {e}")))?;
+        let result = tokio::task::spawn_blocking(move || op(&state.registry))
+            .await
+            .map_err(|e| ApiError::internal(format!("registry task failed: {e}")))?;
+        Ok(result?)
+    }
+
+    /// Run a registry change off the executor (sled flushes and tract validation block), then
+    /// publish the catalog if the change made a newer one.
+    pub async fn registry_op<T: Send + 'static>(
+        self: &Arc<Self>,
+        op: impl FnOnce(&Registry) -> Result<T, RegistryError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (result, catalog) = self.registry_read(move |r| Ok((op(r), r.catalog()))).await?;
         if let Ok(catalog) = catalog {
             self.catalog.send_if_modified(|current| {
                 let newer = current.is_superseded_by(&catalog);

@@ -24,7 +24,7 @@ pub struct ModelSummary {
 
 pub async fn list(State(state): State<SharedState>) -> Result<Json<Vec<ModelSummary>>, ApiError> {
     let catalog = state.catalog.borrow().clone();
-    let groups = state.registry_op(|r| r.models()).await?;
+    let groups = state.registry_read(|r| r.models()).await?;
     let summaries = groups
         .into_iter()
         .filter_map(|group| {
@@ -46,7 +46,7 @@ pub async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<ModelRecord>>, ApiError> {
     let lookup = name.clone();
-    let versions = state.registry_op(move |r| r.versions(&lookup)).await?;
+    let versions = state.registry_read(move |r| r.versions(&lookup)).await?;
     if versions.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no model named {name:?}")));
     }
@@ -62,7 +62,7 @@ pub async fn show_version(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<ModelRecord>, ApiError> {
     let version = parse_version(&version)?;
-    Ok(Json(state.registry_op(move |r| r.version(&name, version)).await?))
+    Ok(Json(state.registry_read(move |r| r.version(&name, version)).await?))
 }
 
 struct PushParts {

@@ -60,7 +60,7 @@ pub async fn show(
 ) -> Result<Json<RolloutStatus>, ApiError> {
     let lookup = model.clone();
     let rollout = state
-        .registry_op(move |r| r.rollout(&lookup))
+        .registry_read(move |r| r.rollout(&lookup))
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no rollout of {model:?}")))?;
     Ok(Json(status(&state, rollout)))

@@ -42,8 +42,11 @@ pub struct NodeArgs {
     pub redis_url: Option<String>,
 }
 
-fn read(path: &PathBuf) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+/// The config file parsed by `parse`, or the defaults without one; flags and env apply after.
+fn load<T: Default>(path: Option<&PathBuf>, parse: fn(&str) -> Result<T, String>) -> anyhow::Result<T> {
+    let Some(path) = path else { return Ok(T::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse(&text).map_err(anyhow::Error::msg).with_context(|| format!("in {}", path.display()))
 }
 
 /// Cancelled on Ctrl-C or SIGTERM.
@@ -74,12 +77,7 @@ pub fn shutdown_on_signal() -> CancellationToken {
 }
 
 pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(p) => ControlConfig::from_toml(&read(p)?)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("in {}", p.display()))?,
-        None => ControlConfig::default(),
-    };
+    let mut config = load(args.config.as_ref(), ControlConfig::from_toml)?;
     if let Some(v) = args.listen {
         config.listen = v;
     }
@@ -94,12 +92,7 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
 }
 
 pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(p) => NodeConfig::from_toml(&read(p)?)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("in {}", p.display()))?,
-        None => NodeConfig::default(),
-    };
+    let mut config = load(args.config.as_ref(), NodeConfig::from_toml)?;
     if let Some(v) = args.id {
         config.id = v;
     }

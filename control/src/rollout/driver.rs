@@ -45,16 +45,18 @@ pub fn region_figures(
 
 /// One planner step for every active rollout.
 pub async fn step_all(state: &Arc<ControlState>) -> Result<(), ApiError> {
-    for mut rollout in state.registry_op(|r| r.active_rollouts()).await? {
+    for mut rollout in state.registry_read(|r| r.active_rollouts()).await? {
         let Phase::Holding { since_ms, .. } = rollout.phase else { continue };
         let now = unix_ms();
         let figures = region_figures(state, &rollout, since_ms, now);
         if let Some(action) = rollout.tick(now, &figures) {
             tracing::info!(model = %rollout.spec.model, ?action, "rollout step");
-            let (spec, act) = (rollout.spec.clone(), action.clone());
-            state.registry_op(move |r| r.apply_rollout_action(&spec, &act)).await?;
-            let saved = rollout.clone();
-            state.registry_op(move |r| r.save_rollout(&saved)).await?;
+            state
+                .registry_op(move |r| {
+                    r.apply_rollout_action(&rollout.spec, &action)?;
+                    r.save_rollout(&rollout)
+                })
+                .await?;
         }
     }
     Ok(())

@@ -11,6 +11,7 @@ use std::time::Duration;
 use meridian_control::cli::client::Client;
 use meridian_control::{ControlConfig, ControlHandle};
 use meridian_models::demo::DemoModel;
+use meridian_node::inference::ServingTable;
 use meridian_node::{NodeConfig, NodeHandle};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -92,15 +93,22 @@ impl Node {
         tokio::time::timeout(WAIT, self.handle.task).await.expect("node stops in time").unwrap().unwrap();
     }
 
-    /// Wait until `model` is live at `version` here.
-    pub async fn wait_live(&self, model: &str, version: u32) {
+    /// Wait until the node's serving table satisfies `check`.
+    pub async fn wait_table(&self, what: &str, check: impl Fn(&ServingTable) -> bool) {
         let state = self.handle.state.clone();
-        wait_for(&format!("{model} v{version} live on {}", state.config.id), || {
-            let t = state.table.load();
-            let ok = t.models.get(model).is_some_and(|s| s.live.manifest.version == version);
+        let what = format!("{what} on {}", state.config.id);
+        wait_for(&what, || {
+            let ok = check(&state.table.load());
             async move { ok }
         })
         .await;
+    }
+
+    /// Wait until `model` is live at `version` here.
+    pub async fn wait_live(&self, model: &str, version: u32) {
+        let what = format!("{model} v{version} live");
+        self.wait_table(&what, |t| t.models.get(model).is_some_and(|s| s.live.manifest.version == version))
+            .await;
     }
 }
 
@@ -126,6 +134,17 @@ pub async fn post_json(url: &str, body: &Value) -> (u16, Value) {
     let resp = http().post(url).json(body).send().await.expect("request");
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("JSON answer"))
+}
+
+/// PUT `{"features": features}` for one entity; the status.
+pub async fn put_features(node_url: &str, view: &str, entity: &str, features: Value) -> u16 {
+    let resp = http()
+        .put(format!("{node_url}/api/v1/features/{view}/{entity}"))
+        .json(&json!({ "features": features }))
+        .send()
+        .await
+        .expect("request");
+    resp.status().as_u16()
 }
 
 pub async fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value) {

@@ -42,7 +42,8 @@ impl From<FeatureStoreError> for ApiError {
     }
 }
 
-/// Check one row of named values against `view`; the entity key is taken out when `with_key`.
+/// Check one row of named values against `view`, leaving out the field named `skip` (the
+/// entity key of an ingested line).
 fn check_row(
     view: &FeatureView,
     values: &Map<String, Value>,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod features;
 pub mod interpret;
 pub mod manifest;
+pub mod onnx_build;
 pub mod runtime;
 pub mod signature;
 pub mod spec;

@@ -2,8 +2,11 @@
 //! Serving code calls them from dedicated worker threads, never from an async executor.
 //!
 //! - [`tract`]: the CPU runtime (tract-onnx), always available.
-//! - The wgpu GPU runtime (a later issue) implements the same [`Runtime`] trait.
+//! - [`gpu`]: the wgpu runtime (ONNX compiled to WGSL compute pipelines).
+//! - [`select`]: picks one for a model and falls back from the GPU to tract.
 
+pub mod gpu;
+pub mod select;
 pub mod tract;
 
 use crate::error::ModelError;
@@ -104,6 +107,36 @@ impl OutputBatch {
             .collect();
         OutputBatch { rows: end - start, tensors }
     }
+}
+
+/// Rows one `run` takes at most (runtimes split it further as their devices need).
+pub const MAX_BATCH_ROWS: usize = 1 << 20;
+
+/// The checks every runtime makes before running: the width, at least one row, at most
+/// [`MAX_BATCH_ROWS`], and finite values (a NaN or infinity names its row and column).
+pub fn check_input(signature: &Signature, input: &InputBatch) -> Result<(), ModelError> {
+    let width = signature.input_width();
+    if input.width != width {
+        return Err(ModelError::Input(format!("rows have {} columns, the model takes {width}", input.width)));
+    }
+    if input.rows == 0 {
+        return Err(ModelError::Input("the batch has no rows".to_string()));
+    }
+    if input.rows > MAX_BATCH_ROWS {
+        return Err(ModelError::Input(format!(
+            "the batch has {} rows, at most {MAX_BATCH_ROWS} are run at once",
+            input.rows
+        )));
+    }
+    if let Some(at) = input.values.iter().position(|v| !v.is_finite()) {
+        return Err(ModelError::Input(format!(
+            "row {} column {} is {} (inputs must be finite numbers)",
+            at / width,
+            at % width,
+            input.values[at]
+        )));
+    }
+    Ok(())
 }
 
 /// A loaded model that runs batches. Implementations are thread-safe: one loaded model is

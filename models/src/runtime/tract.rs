@@ -132,16 +132,8 @@ impl Runtime for TractRuntime {
     }
 
     fn run(&self, input: &InputBatch) -> Result<OutputBatch, ModelError> {
-        let width = self.signature.input_width();
-        if input.width != width {
-            return Err(ModelError::Input(format!(
-                "rows have {} columns, the model takes {width}",
-                input.width
-            )));
-        }
-        if input.rows == 0 {
-            return Err(ModelError::Input("the batch has no rows".to_string()));
-        }
+        super::check_input(&self.signature, input)?;
+        let width = input.width;
         let tensor = Tensor::from_shape(&[input.rows, width], &input.values)
             .map_err(|e| ModelError::Input(format!("{e:#}")))?;
         let outputs = self.plan.run(tvec!(tensor.into())).map_err(|e| ModelError::Run(format!("{e:#}")))?;

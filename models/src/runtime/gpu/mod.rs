@@ -1,0 +1,255 @@
+//! The wgpu GPU runtime: ONNX graphs compiled to WGSL compute pipelines.
+//!
+//! - [`GpuContext::open`] finds an adapter (a real GPU first; a software one such as Mesa's
+//!   lavapipe only when asked for) and opens a device on it, shared by every model.
+//! - [`GpuRuntime::load`] compiles a model ([`compile`]: ONNX → steps; [`wgsl`]: a shader per
+//!   step; [`exec`]: pipelines, weights, buffer pools, one submission per batch). A model with an
+//!   operator or shape outside what is covered is refused with the reason, and stays on tract.
+//!
+//! Covered: MatMul and Gemm (64×64 tiles in workgroup memory, bias and activation fused),
+//! Add/Sub/Mul/Div/Pow/Max/Min with broadcasting, Relu, LeakyRelu, Sigmoid, Tanh, Exp, Log, Neg,
+//! Abs, Sqrt, Reciprocal, Softmax, ArgMax, ReduceMean/ReduceSum, Concat, Reshape, Flatten,
+//! Squeeze, Unsqueeze, Transpose, Gather (constant tables or constant indices), Cast, Identity,
+//! Dropout (inference), Constant.
+
+mod compile;
+mod exec;
+mod fold;
+mod ops;
+mod wgsl;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use prost::Message;
+
+use super::{check_input, InputBatch, OutputBatch, OutputTensor, Runtime, TensorData};
+use crate::error::ModelError;
+use crate::signature::Signature;
+
+/// How to pick an adapter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GpuOptions {
+    /// Accept a software adapter (lavapipe, WARP) when there is no real GPU: for tests and CI.
+    pub allow_software: bool,
+}
+
+/// A device shared by every model a node runs on the GPU.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    lost: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuContext({})", self.describe())
+    }
+}
+
+fn rank(t: wgpu::DeviceType, allow_software: bool) -> Option<u8> {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => Some(0),
+        wgpu::DeviceType::IntegratedGpu => Some(1),
+        wgpu::DeviceType::VirtualGpu => Some(2),
+        wgpu::DeviceType::Other => Some(3),
+        wgpu::DeviceType::Cpu if allow_software => Some(4),
+        wgpu::DeviceType::Cpu => None,
+    }
+}
+
+impl GpuContext {
+    /// The best adapter there is, or `Ok(None)` when there is none usable.
+    pub fn open(options: GpuOptions) -> Result<Option<Arc<Self>>, String> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let Some(adapter) = adapters
+            .into_iter()
+            .filter(|a| a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS))
+            .filter_map(|a| rank(a.get_info().device_type, options.allow_software).map(|r| (r, a)))
+            .min_by_key(|(r, _)| *r)
+            .map(|(_, a)| a)
+        else {
+            return Ok(None);
+        };
+        let info = adapter.get_info();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("meridian"),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| format!("cannot open {}: {e}", info.name))?;
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            flag.store(true, Ordering::SeqCst);
+            tracing_free_log(&format!("gpu device lost ({reason:?}): {msg}"));
+        });
+        // Errors outside a scope must not abort the process (wgpu's default handler panics).
+        let flag = lost.clone();
+        device.on_uncaptured_error(Arc::new(move |e| {
+            flag.store(true, Ordering::SeqCst);
+            tracing_free_log(&format!("gpu error: {e}"));
+        }));
+        Ok(Some(Arc::new(Self { device, queue, info, lost })))
+    }
+
+    /// `name (backend, type)`, for logs and `models show`.
+    pub fn describe(&self) -> String {
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+    }
+
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Whether the device was lost or raised an error no batch could catch.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Mark the device unusable (tests use it to stand in for a lost adapter).
+    pub fn mark_lost(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The models crate has no logging dependency; device events go to stderr.
+fn tracing_free_log(msg: &str) {
+    eprintln!("meridian-models: {msg}");
+}
+
+/// Tuning of a GPU model.
+#[derive(Debug, Clone, Copy)]
+pub struct GpuModelOptions {
+    /// Rows per submission at most (a larger batch runs as several); bounds device memory.
+    pub max_rows: usize,
+    /// Fill every activation buffer with NaN before each batch, so an element a kernel fails to
+    /// write shows (parity tests).
+    pub poison: bool,
+}
+
+impl Default for GpuModelOptions {
+    fn default() -> Self {
+        Self { max_rows: 8192, poison: false }
+    }
+}
+
+pub struct GpuRuntime {
+    ctx: Arc<GpuContext>,
+    exec: exec::Executable,
+    signature: Signature,
+    name: String,
+    options: GpuModelOptions,
+}
+
+impl std::fmt::Debug for GpuRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuRuntime({})", self.name)
+    }
+}
+
+/// Why a model is not on the GPU.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GpuRefusal {
+    /// The graph uses something the compiler does not cover.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The device refused the program or is lost.
+    #[error("the device failed: {0}")]
+    Device(String),
+}
+
+impl GpuRuntime {
+    /// Compile `onnx` for the device. `signature` is the one tract read (the GPU runtime serves
+    /// the same inputs and outputs, in the same order).
+    pub fn load(
+        ctx: &Arc<GpuContext>,
+        onnx: &[u8],
+        signature: &Signature,
+        options: GpuModelOptions,
+    ) -> Result<Self, GpuRefusal> {
+        if ctx.is_lost() {
+            return Err(GpuRefusal::Device("the device is lost".into()));
+        }
+        let proto = tract_onnx::pb::ModelProto::decode(onnx)
+            .map_err(|e| GpuRefusal::Unsupported(format!("cannot decode the graph: {e}")))?;
+        let program =
+            compile::compile(&proto, signature.input_width()).map_err(|e| GpuRefusal::Unsupported(e.0))?;
+        let names: Vec<&str> = program.outputs.iter().map(|o| o.name.as_str()).collect();
+        let expected: Vec<&str> = signature.outputs.iter().map(|o| o.name.as_str()).collect();
+        if names != expected {
+            return Err(GpuRefusal::Unsupported(format!(
+                "outputs {names:?} differ from the signature's {expected:?}"
+            )));
+        }
+        let exec =
+            exec::Executable::build(ctx, program, options.max_rows.max(1)).map_err(GpuRefusal::Device)?;
+        let name = format!("wgpu:{}", ctx.info.name);
+        Ok(Self { ctx: ctx.clone(), exec, signature: signature.clone(), name, options })
+    }
+
+    /// Number of compute steps (kernels) per batch, after fusion.
+    pub fn steps(&self) -> usize {
+        self.exec.program().steps.len()
+    }
+
+    /// The most rows one submission takes.
+    pub fn max_rows(&self) -> usize {
+        self.exec.max_rows
+    }
+
+    fn run_chunk(&self, values: &[f32], rows: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.exec.run(&self.ctx, values, rows, self.options.poison)
+    }
+}
+
+impl Runtime for GpuRuntime {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn run(&self, input: &InputBatch) -> Result<OutputBatch, ModelError> {
+        check_input(&self.signature, input)?;
+        if self.ctx.is_lost() {
+            return Err(ModelError::Run("gpu: the device is lost".into()));
+        }
+        let program = self.exec.program();
+        let mut outputs: Vec<Vec<f32>> = program.outputs.iter().map(|_| Vec::new()).collect();
+        let chunk = self.exec.max_rows;
+        let mut start = 0;
+        while start < input.rows {
+            let rows = chunk.min(input.rows - start);
+            let values = &input.values[start * input.width..(start + rows) * input.width];
+            for (all, part) in outputs.iter_mut().zip(self.run_chunk(values, rows)?) {
+                all.extend_from_slice(&part);
+            }
+            start += rows;
+        }
+        let tensors = program
+            .outputs
+            .iter()
+            .zip(outputs)
+            .map(|(out, values)| {
+                let shape: Vec<usize> = std::iter::once(input.rows).chain(out.rest.iter().copied()).collect();
+                let info = self.signature.output(&out.name);
+                let data = match info.map(|i| i.dtype) {
+                    Some(crate::DType::Int64) => TensorData::I64(values.iter().map(|v| *v as i64).collect()),
+                    Some(crate::DType::Int32) => TensorData::I32(values.iter().map(|v| *v as i32).collect()),
+                    Some(crate::DType::Fp64) => {
+                        TensorData::F64(values.iter().map(|v| f64::from(*v)).collect())
+                    }
+                    _ if out.int => TensorData::I64(values.iter().map(|v| *v as i64).collect()),
+                    _ => TensorData::F32(values),
+                };
+                OutputTensor { name: out.name.clone(), shape, data }
+            })
+            .collect();
+        Ok(OutputBatch { rows: input.rows, tensors })
+    }
+}

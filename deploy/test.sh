@@ -20,6 +20,9 @@ for need in "${needs[@]}"; do
   command -v "${need%%:*}" >/dev/null 2>&1 || missing+=("${need##*:}")
 done
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=("python3-venv"); fi
+# The GPU parity tests run on Mesa's lavapipe (a software Vulkan driver) when there is no GPU.
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then missing+=("mesa-vulkan-drivers"); fi
+if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 '; then missing+=("libvulkan1"); fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${missing[*]}"
@@ -40,6 +43,8 @@ if ! "$venv/bin/python" -c 'import tritonclient.http, numpy' >/dev/null 2>&1; th
   "$venv/bin/pip" install -q --disable-pip-version-check -r deploy/test-requirements.txt
 fi
 export MERIDIAN_TEST_PYTHON="$venv/bin/python"
+# The GPU tests must run here, not skip: without an adapter they fail.
+export MERIDIAN_REQUIRE_GPU=1
 
 # --- Rust -------------------------------------------------------------------------------------
 say "cargo fmt --check"

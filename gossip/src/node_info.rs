@@ -24,6 +24,9 @@ pub struct LoadedModel {
     pub version: u32,
     /// Which runtime serves it (`tract-cpu`, ...).
     pub runtime: String,
+    /// Why that runtime (the GPU's reason for refusing the model, a config setting, ...).
+    #[serde(default)]
+    pub runtime_reason: String,
     /// Whether this version answers requests without a version pinned.
     pub live: bool,
 }

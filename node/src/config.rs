@@ -3,6 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::collections::BTreeMap;
+
+pub use meridian_models::runtime::select::RuntimeMode;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +57,60 @@ pub struct NodeConfig {
     pub features: crate::features::FeatureStoreConfig,
     /// Injected faults (tests, game days): model versions made slow on this node.
     pub faults: Vec<crate::inference::fault::Fault>,
+    /// Where models run: `auto` (the GPU when there is one and it covers the model), `cpu`
+    /// (tract only) or `gpu` (the node refuses to start without an adapter).
+    pub runtime: RuntimeMode,
+    pub gpu: GpuConfig,
+    /// Per-model overrides, `[models.<name>]`: batching and runtime.
+    pub models: BTreeMap<String, ModelTuning>,
+}
+
+/// The GPU runtime's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    /// Use a software adapter (Mesa lavapipe, WARP) when there is no real GPU: tests and CI.
+    pub allow_software: bool,
+    /// Rows per GPU submission at most; larger batches run as several (bounds device memory).
+    pub max_rows_per_submission: usize,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        Self { allow_software: false, max_rows_per_submission: 8192 }
+    }
+}
+
+/// Overrides of the node-wide settings for one model (every version of it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelTuning {
+    pub max_batch_rows: Option<usize>,
+    pub max_queue_delay_us: Option<u64>,
+    pub workers: Option<usize>,
+    pub runtime: Option<RuntimeMode>,
+}
+
+impl NodeConfig {
+    /// The batching and runtime settings for `model`: its overrides over the node's.
+    pub fn tuning(&self, model: &str) -> (crate::inference::worker::PoolConfig, RuntimeMode) {
+        let t = self.models.get(model).cloned().unwrap_or_default();
+        let pool = crate::inference::worker::PoolConfig {
+            workers: t.workers.unwrap_or(self.workers_per_model),
+            queue_capacity: self.queue_capacity,
+            max_batch_rows: t.max_batch_rows.unwrap_or(self.max_batch_rows),
+            max_queue_delay: std::time::Duration::from_micros(
+                t.max_queue_delay_us.unwrap_or(self.max_queue_delay_us),
+            ),
+        };
+        (pool, t.runtime.unwrap_or(self.runtime))
+    }
+
+    /// Whether any model may run on the GPU (so the node looks for an adapter).
+    pub fn wants_gpu(&self) -> bool {
+        self.runtime != RuntimeMode::Cpu
+            || self.models.values().any(|m| m.runtime.is_some_and(|r| r != RuntimeMode::Cpu))
+    }
 }
 
 impl Default for NodeConfig {
@@ -83,6 +140,9 @@ impl Default for NodeConfig {
             result_cache_ttl_secs: 300,
             features: crate::features::FeatureStoreConfig::default(),
             faults: Vec::new(),
+            runtime: RuntimeMode::Auto,
+            gpu: GpuConfig::default(),
+            models: BTreeMap::new(),
         }
     }
 }
@@ -120,6 +180,14 @@ impl NodeConfig {
         ] {
             if value == 0 {
                 p.push(format!("{name} must be positive"));
+            }
+        }
+        if self.gpu.max_rows_per_submission == 0 {
+            p.push("gpu.max_rows_per_submission must be positive".to_string());
+        }
+        for (name, t) in &self.models {
+            if t.max_batch_rows == Some(0) || t.workers == Some(0) || t.workers.is_some_and(|w| w > 64) {
+                p.push(format!("models.{name}: max_batch_rows must be positive and workers 1 to 64"));
             }
         }
         if self.workers_per_model > 64 {

@@ -7,12 +7,13 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, RuntimeMode};
 use crate::features::FeatureStore;
 use crate::inference::result_cache::ResultCache;
 use crate::inference::ServingTable;
 use crate::sync::store::LocalStore;
 use crate::telemetry::Metrics;
+use meridian_models::runtime::gpu::{GpuContext, GpuOptions};
 
 pub struct NodeState {
     pub config: NodeConfig,
@@ -26,6 +27,8 @@ pub struct NodeState {
     pub histograms: crate::telemetry::histograms::Recorder,
     pub requests: crate::inference::requests::RequestLog,
     pub shutdown: CancellationToken,
+    /// The GPU models may run on; `None` without an adapter or with `runtime = "cpu"`.
+    pub gpu: Option<Arc<GpuContext>>,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -44,6 +47,47 @@ pub enum NodeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("GPU: {0}")]
+    Gpu(String),
+}
+
+/// One device per process and kind of adapter, shared by every node in it (`meridian up`
+/// runs several).
+fn shared_gpu(allow_software: bool) -> Result<Option<Arc<GpuContext>>, String> {
+    type Opened = std::sync::Mutex<std::collections::HashMap<bool, Option<Arc<GpuContext>>>>;
+    static OPENED: std::sync::OnceLock<Opened> = std::sync::OnceLock::new();
+    let mut opened =
+        OPENED.get_or_init(Default::default).lock().map_err(|_| "GPU lock poisoned".to_string())?;
+    if let Some(ctx) = opened.get(&allow_software) {
+        return Ok(ctx.clone());
+    }
+    let ctx = GpuContext::open(GpuOptions { allow_software })?;
+    opened.insert(allow_software, ctx.clone());
+    Ok(ctx)
+}
+
+/// The adapter this node's models may use, as its config asks.
+async fn open_gpu(config: &NodeConfig) -> Result<Option<Arc<GpuContext>>, NodeError> {
+    if !config.wants_gpu() {
+        return Ok(None);
+    }
+    let allow = config.gpu.allow_software;
+    let ctx = tokio::task::spawn_blocking(move || shared_gpu(allow))
+        .await
+        .map_err(|e| NodeError::Gpu(e.to_string()))?
+        .map_err(NodeError::Gpu)?;
+    match &ctx {
+        Some(ctx) => tracing::info!(adapter = %ctx.describe(), "GPU runtime available"),
+        None if config.runtime == RuntimeMode::Gpu => {
+            let hint =
+                if allow { "" } else { " (a software adapter is used only with gpu.allow_software = true)" };
+            return Err(NodeError::Gpu(format!(
+                "runtime = \"gpu\" but there is no usable GPU adapter{hint}"
+            )));
+        }
+        None => tracing::info!("no GPU adapter: models run on tract (CPU)"),
+    }
+    Ok(ctx)
 }
 
 /// A running node.
@@ -86,7 +130,9 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         config.feedback_capacity,
         std::time::Duration::from_secs(config.feedback_window_secs),
     );
+    let gpu = open_gpu(&config).await?;
     let state = Arc::new(NodeState {
+        gpu,
         config,
         url,
         table: ArcSwap::from_pointee(ServingTable::default()),

@@ -16,12 +16,12 @@ pub struct Fault {
     pub delay_ms: u64,
 }
 
-pub struct Slowed<R> {
-    pub inner: R,
+pub struct Slowed {
+    pub inner: std::sync::Arc<dyn Runtime>,
     pub delay: Duration,
 }
 
-impl<R: Runtime> Runtime for Slowed<R> {
+impl Runtime for Slowed {
     fn name(&self) -> &str {
         self.inner.name()
     }

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use meridian_models::runtime::tract::TractRuntime;
+use meridian_models::runtime::gpu::{GpuContext, GpuModelOptions};
+use meridian_models::runtime::select::{select, RuntimeMode};
 use meridian_models::{InputBatch, ModelError, ModelManifest, Runtime};
 
 use super::fault::Slowed;
@@ -10,8 +11,24 @@ use super::worker::{PoolConfig, WorkerPool};
 
 pub struct LoadedModel {
     pub manifest: ModelManifest,
-    pub runtime_name: String,
+    runtime: Arc<dyn Runtime>,
+    /// Why this runtime serves the model (the GPU's refusal, a config setting, ...).
+    pub runtime_reason: String,
     pub pool: WorkerPool,
+}
+
+/// Where a model may run.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub mode: RuntimeMode,
+    pub gpu: Option<Arc<GpuContext>>,
+    pub options: GpuModelOptions,
+}
+
+impl Placement {
+    pub fn cpu() -> Self {
+        Self { mode: RuntimeMode::Cpu, gpu: None, options: GpuModelOptions::default() }
+    }
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -27,9 +44,11 @@ impl LoadedModel {
         manifest: ModelManifest,
         onnx: &[u8],
         pool: PoolConfig,
+        placement: &Placement,
         fault_delay: Option<std::time::Duration>,
     ) -> Result<Self, ModelError> {
-        let runtime = TractRuntime::load(onnx)?;
+        let chosen = select(onnx, placement.mode, placement.gpu.as_ref(), placement.options)?;
+        let runtime = chosen.runtime;
         if runtime.signature() != &manifest.signature {
             return Err(ModelError::Signature(format!(
                 "the artifact's signature differs from the catalog's for {} v{}",
@@ -43,12 +62,24 @@ impl LoadedModel {
                 tracing::warn!(model = %manifest.name, version = manifest.version, ?delay, "fault injected: slowed");
                 Arc::new(Slowed { inner: runtime, delay })
             }
-            None => Arc::new(runtime),
+            None => runtime,
         };
+        tracing::info!(
+            model = %manifest.name,
+            version = manifest.version,
+            runtime = runtime.name(),
+            reason = %chosen.reason,
+            "model loaded"
+        );
         let label = format!("{}-v{}", manifest.name, manifest.version);
         let pool = WorkerPool::start(&label, runtime.clone(), pool)
             .map_err(|e| ModelError::Run(format!("cannot start worker threads: {e}")))?;
-        Ok(Self { runtime_name: runtime.name().to_string(), manifest, pool })
+        Ok(Self { runtime, runtime_reason: chosen.reason, manifest, pool })
+    }
+
+    /// The runtime serving it now (`tract-cpu`, `wgpu:<adapter>`, or tract after a GPU failure).
+    pub fn runtime_name(&self) -> String {
+        self.runtime.name().to_string()
     }
 
     pub fn width(&self) -> usize {

@@ -28,12 +28,19 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let table = state.table.load();
     state.metrics.feature_breaker_open.set(i64::from(state.features.breaker_open()));
     state.metrics.queue_depth.clear();
+    state.metrics.model_runtime.clear();
     for (m, _) in table.loaded() {
         let labels = crate::telemetry::metrics::ModelLabels {
             model: m.manifest.name.clone(),
             version: m.manifest.version.to_string(),
         };
         state.metrics.queue_depth.get_or_create(&labels).set(m.pool.depth() as i64);
+        let labels = crate::telemetry::metrics::RuntimeLabels {
+            model: m.manifest.name.clone(),
+            version: m.manifest.version.to_string(),
+            runtime: m.runtime_name(),
+        };
+        state.metrics.model_runtime.get_or_create(&labels).set(1);
     }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],

@@ -54,7 +54,7 @@ fn metadata(state: &AppState, name: &str, version: Option<u32>) -> Result<Json<V
         "platform": "onnx",
         "inputs": sig.inputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
         "outputs": sig.outputs.iter().map(tensor_metadata).collect::<Vec<_>>(),
-        "parameters": { "runtime": model.runtime_name, "features": model.manifest.spec.feature_names().collect::<Vec<_>>() },
+        "parameters": { "runtime": model.runtime_name(), "runtime_reason": model.runtime_reason, "features": model.manifest.spec.feature_names().collect::<Vec<_>>() },
     })))
 }
 

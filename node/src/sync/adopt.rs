@@ -10,10 +10,11 @@ use meridian_gossip::Catalog;
 use meridian_models::ModelManifest;
 
 use super::control::ControlClient;
+use crate::inference::loaded::Placement;
 use crate::inference::table::Slot;
-use crate::inference::worker::PoolConfig;
 use crate::inference::{LoadedModel, ServingTable};
 use crate::node::NodeState;
+use meridian_models::runtime::gpu::GpuModelOptions;
 
 async fn obtain(
     state: &NodeState,
@@ -32,11 +33,11 @@ async fn obtain(
             bytes
         }
     };
-    let pool = PoolConfig {
-        workers: state.config.workers_per_model,
-        queue_capacity: state.config.queue_capacity,
-        max_batch_rows: state.config.max_batch_rows,
-        max_queue_delay: std::time::Duration::from_micros(state.config.max_queue_delay_us),
+    let (pool, mode) = state.config.tuning(&manifest.name);
+    let placement = Placement {
+        mode,
+        gpu: state.gpu.clone(),
+        options: GpuModelOptions { max_rows: state.config.gpu.max_rows_per_submission, poison: false },
     };
     let fault = state
         .config
@@ -45,10 +46,11 @@ async fn obtain(
         .find(|f| f.model == manifest.name && f.version == manifest.version)
         .map(|f| std::time::Duration::from_millis(f.delay_ms));
     let manifest = manifest.clone();
-    let loaded = tokio::task::spawn_blocking(move || LoadedModel::load(manifest, &bytes, pool, fault))
-        .await
-        .map_err(|e| format!("loader task failed: {e}"))?
-        .map_err(|e| e.to_string())?;
+    let loaded =
+        tokio::task::spawn_blocking(move || LoadedModel::load(manifest, &bytes, pool, &placement, fault))
+            .await
+            .map_err(|e| format!("loader task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
     Ok(Arc::new(loaded))
 }
 

@@ -101,7 +101,8 @@ pub fn node_info(state: &NodeState) -> NodeInfo {
             .map(|(m, live)| LoadedInfo {
                 name: m.manifest.name.clone(),
                 version: m.manifest.version,
-                runtime: m.runtime_name.clone(),
+                runtime: m.runtime_name(),
+                runtime_reason: m.runtime_reason.clone(),
                 live,
             })
             .collect(),

@@ -16,6 +16,7 @@ pub const MODELS_LOADED: &str = "meridian_models_loaded";
 pub const FEATURE_LOOKUPS: &str = "meridian_feature_lookups";
 pub const FEATURE_BREAKER_OPEN: &str = "meridian_feature_breaker_open";
 pub const REPORTS_DROPPED: &str = "meridian_latency_reports_dropped";
+pub const MODEL_RUNTIME: &str = "meridian_model_runtime";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LookupLabels {
@@ -41,6 +42,14 @@ pub struct RequestLabels {
 pub struct ModelLabels {
     pub model: String,
     pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuntimeLabels {
+    pub model: String,
+    pub version: String,
+    /// `tract-cpu`, `wgpu:<adapter>`, or `tract-cpu (fell back from wgpu:<adapter>)`.
+    pub runtime: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,6 +84,7 @@ pub struct Metrics {
     pub feature_lookups: Family<LookupLabels, Counter>,
     pub feature_breaker_open: Gauge,
     pub reports_dropped: Counter,
+    pub model_runtime: Family<RuntimeLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -126,7 +136,14 @@ impl Default for Metrics {
             "Latency reports dropped because control was unreachable too long",
             reports_dropped.clone(),
         );
+        let model_runtime = Family::<RuntimeLabels, Gauge>::default();
+        registry.register(
+            MODEL_RUNTIME,
+            "1 for the runtime serving each loaded model version",
+            model_runtime.clone(),
+        );
         Self {
+            model_runtime,
             registry,
             requests,
             duration,

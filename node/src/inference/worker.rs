@@ -45,7 +45,12 @@ pub enum SubmitError {
 pub struct WorkerPool {
     tx: Sender<Job>,
     capacity: usize,
+    /// Batch-job chunks, taken only when `tx` is empty.
+    low_tx: Sender<Job>,
 }
+
+/// Low-priority chunks waiting per model version (each is a bounded number of rows).
+pub const LOW_QUEUE_CAPACITY: usize = 4;
 
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
@@ -59,15 +64,27 @@ pub struct PoolConfig {
 impl WorkerPool {
     pub fn start(label: &str, runtime: Arc<dyn Runtime>, config: PoolConfig) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
+        let (low_tx, low_rx) = crossbeam_channel::bounded(LOW_QUEUE_CAPACITY);
         for i in 0..config.workers {
-            let rx = rx.clone();
+            let lanes = Lanes { high: rx.clone(), low: low_rx.clone() };
             let runtime = runtime.clone();
             let policy = BatchPolicy { max_rows: config.max_batch_rows, max_delay: config.max_queue_delay };
             std::thread::Builder::new()
                 .name(format!("model-{label}-{i}"))
-                .spawn(move || work(&rx, runtime.as_ref(), policy))?;
+                .spawn(move || work(&lanes, runtime.as_ref(), policy))?;
         }
-        Ok(Self { tx, capacity: config.queue_capacity })
+        Ok(Self { tx, capacity: config.queue_capacity, low_tx })
+    }
+
+    /// Queue a batch-job chunk on the low-priority lane: it runs only when no real-time request
+    /// is waiting. Full lane: `QueueFull` (the caller waits for its earlier chunks first).
+    pub fn submit_low(&self, input: InputBatch) -> Result<oneshot::Receiver<JobResult>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        match self.low_tx.try_send(Job { input, reply }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(SubmitError::QueueFull(LOW_QUEUE_CAPACITY)),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        }
     }
 
     /// Queue `input`; the receiver gets the rows' outputs.
@@ -86,9 +103,56 @@ impl WorkerPool {
     }
 }
 
-fn work(rx: &Receiver<Job>, runtime: &dyn Runtime, policy: BatchPolicy) {
+struct Lanes {
+    high: Receiver<Job>,
+    low: Receiver<Job>,
+}
+
+/// What a worker takes next.
+enum Next {
+    High(Job),
+    Low(Job),
+}
+
+impl Lanes {
+    /// The oldest real-time job; a low-priority one only when no real-time job waits.
+    /// `None` once the pool is dropped and the real-time queue is drained.
+    fn next(&self) -> Option<Next> {
+        if let Ok(job) = self.high.try_recv() {
+            return Some(Next::High(job));
+        }
+        if let Ok(job) = self.low.try_recv() {
+            return Some(Next::Low(job));
+        }
+        // Both empty: block on whichever gets a job first.
+        let mut select = crossbeam_channel::Select::new();
+        let high = select.recv(&self.high);
+        select.recv(&self.low);
+        let ready = select.select();
+        if ready.index() == high {
+            ready.recv(&self.high).ok().map(Next::High)
+        } else {
+            match ready.recv(&self.low) {
+                Ok(job) => Some(Next::Low(job)),
+                // Both senders live in the pool: a closed low lane means it was dropped.
+                Err(_) => self.high.try_recv().ok().map(Next::High),
+            }
+        }
+    }
+}
+
+fn work(lanes: &Lanes, runtime: &dyn Runtime, policy: BatchPolicy) {
+    let rx = &lanes.high;
     let mut jobs = Vec::new();
-    while let Ok(first) = rx.recv() {
+    while let Some(next) = lanes.next() {
+        let first = match next {
+            Next::High(job) => job,
+            Next::Low(job) => {
+                jobs.push(job);
+                run_jobs(runtime, &mut jobs);
+                continue;
+            }
+        };
         let started = std::time::Instant::now();
         let mut rows = first.input.rows;
         jobs.push(first);
@@ -266,5 +330,47 @@ mod tests {
         assert_eq!(a.await.unwrap().unwrap().out.tensors[0].data, TensorData::F32(vec![2.0]));
         assert_eq!(b.await.unwrap().unwrap().out.tensors[0].data, TensorData::F32(vec![4.0, 6.0]));
         assert_eq!(*runtime.batches.lock().unwrap(), vec![3], "one batch of both requests");
+    }
+
+    // The std lock is held across awaits on purpose: it blocks the worker *thread*.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test]
+    async fn low_priority_chunks_run_only_when_no_real_time_request_waits() {
+        let gate = Arc::new(Mutex::new(()));
+        let runtime = doubler(gate.clone());
+        let config = PoolConfig {
+            workers: 1,
+            queue_capacity: 8,
+            max_batch_rows: 100,
+            max_queue_delay: Duration::ZERO,
+        };
+        let pool = WorkerPool::start("t", runtime.clone(), config).unwrap();
+        let held = gate.lock().unwrap();
+        let first = pool.submit(InputBatch::new(1, 1, vec![1.0]).unwrap()).unwrap();
+        while runtime.entered.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // While the worker is busy: two low chunks queue first, then two real-time requests.
+        let low: Vec<_> =
+            (0..2).map(|_| pool.submit_low(InputBatch::new(3, 1, vec![1.0; 3]).unwrap()).unwrap()).collect();
+        let high: Vec<_> =
+            (0..2).map(|_| pool.submit(InputBatch::new(2, 1, vec![1.0; 2]).unwrap()).unwrap()).collect();
+        let extra: Vec<_> = (0..LOW_QUEUE_CAPACITY - 2)
+            .map(|_| pool.submit_low(InputBatch::new(3, 1, vec![1.0; 3]).unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            pool.submit_low(InputBatch::new(1, 1, vec![1.0]).unwrap()).unwrap_err(),
+            SubmitError::QueueFull(LOW_QUEUE_CAPACITY),
+            "the low lane is bounded"
+        );
+        drop(held);
+        first.await.unwrap().unwrap();
+        for rx in high.into_iter().chain(low).chain(extra) {
+            rx.await.unwrap().unwrap();
+        }
+        // The real-time requests ran first (batched together), then each low chunk on its own.
+        let mut expected = vec![1, 4];
+        expected.extend(std::iter::repeat_n(3, LOW_QUEUE_CAPACITY));
+        assert_eq!(*runtime.batches.lock().unwrap(), expected);
     }
 }

@@ -54,6 +54,8 @@ pub struct NodeConfig {
     pub features: crate::features::FeatureStoreConfig,
     /// Injected faults (tests, game days): model versions made slow on this node.
     pub faults: Vec<crate::inference::fault::Fault>,
+    /// Batch jobs: upload size, checkpoint size, concurrency, submission limit.
+    pub batch: crate::batch::BatchConfig,
 }
 
 impl Default for NodeConfig {
@@ -83,6 +85,7 @@ impl Default for NodeConfig {
             result_cache_ttl_secs: 300,
             features: crate::features::FeatureStoreConfig::default(),
             faults: Vec::new(),
+            batch: crate::batch::BatchConfig::default(),
         }
     }
 }
@@ -136,6 +139,7 @@ impl NodeConfig {
         if self.features.redis_timeout_ms == 0 || self.features.l1_capacity == 0 {
             p.push("features.redis_timeout_ms and features.l1_capacity must be positive".to_string());
         }
+        p.extend(self.batch.problems());
         if p.is_empty() {
             Ok(())
         } else {

@@ -319,7 +319,12 @@ pub async fn cancel(
     if job.state.finished() {
         return Err(conflict(format!("batch job {id} is already {:?}", job.state).to_lowercase()));
     }
-    state.batch.request_cancel(&id);
+    if !state.batch.request_cancel(&id) {
+        // No task here (it could not be resumed): cancel the record directly.
+        let job = JobRecord { state: JobState::Cancelled, finished_ms: Some(unix_ms()), ..job };
+        state.batch.store.put(&job).map_err(|e| internal("the job database failed", e))?;
+        state.batch.free(&job, true);
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let job = job_of(&state, &id)?;

@@ -43,7 +43,7 @@ pub struct OutputWriter {
 enum Inner {
     Csv(BufWriter<File>),
     Ndjson(BufWriter<File>, String),
-    Parquet { writer: ArrowWriter<File>, schema: SchemaRef, rows: Vec<Scored> },
+    Parquet { writer: Box<ArrowWriter<File>>, schema: SchemaRef, rows: Vec<Scored> },
 }
 
 fn parquet_error(e: parquet::errors::ParquetError) -> std::io::Error {
@@ -73,7 +73,8 @@ impl OutputWriter {
                     Field::new("confidence", DataType::Float64, true),
                     Field::new("model_version", DataType::UInt32, false),
                 ]));
-                let writer = ArrowWriter::try_new(file, schema.clone(), None).map_err(parquet_error)?;
+                let writer =
+                    Box::new(ArrowWriter::try_new(file, schema.clone(), None).map_err(parquet_error)?);
                 Inner::Parquet { writer, schema, rows: Vec::with_capacity(PARQUET_BATCH) }
             }
         };

@@ -187,7 +187,7 @@ async fn submit(http: &reqwest::Client, args: SubmitArgs, out: &Output) -> anyho
             .context("cannot tell the input's format from its name; pass --format csv|ndjson|parquet")?;
         let file =
             tokio::fs::File::open(path).await.with_context(|| format!("cannot read {}", path.display()))?;
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
         http.post(&url).query(&query).header("content-type", format.content_type()).body(body)
     };
     let status: JobStatus = answer(req.send().await.with_context(|| format!("cannot reach {url}"))?).await?;
@@ -285,8 +285,9 @@ async fn download(http: &reqwest::Client, node: &NodeArg, id: &str, path: &Path)
     if !resp.status().is_success() {
         return answer::<Value>(resp).await.map(|_| ());
     }
-    let mut file =
+    let file =
         tokio::fs::File::create(path).await.with_context(|| format!("cannot write {}", path.display()))?;
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut stream = resp.bytes_stream();
     let mut bytes = 0;
     while let Some(chunk) = stream.next().await {
@@ -294,7 +295,8 @@ async fn download(http: &reqwest::Client, node: &NodeArg, id: &str, path: &Path)
         bytes += chunk.len();
         file.write_all(&chunk).await.with_context(|| format!("cannot write {}", path.display()))?;
     }
-    file.sync_all().await?;
+    file.flush().await?;
+    file.get_ref().sync_all().await?;
     say!("saved {} ({bytes} bytes)", path.display());
     Ok(())
 }

@@ -256,7 +256,9 @@ where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut file = tokio::fs::File::create(path).await.map_err(|e| internal("cannot store the input", e))?;
+    let file = tokio::fs::File::create(path).await.map_err(|e| internal("cannot store the input", e))?;
+    // Buffered: each write to a tokio file is a trip to the blocking pool.
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut n = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read the input: {e}")))?;
@@ -268,7 +270,8 @@ where
         }
         file.write_all(&chunk).await.map_err(|e| internal("cannot store the input", e))?;
     }
-    file.sync_all().await.map_err(|e| internal("cannot store the input", e))?;
+    file.flush().await.map_err(|e| internal("cannot store the input", e))?;
+    file.get_ref().sync_all().await.map_err(|e| internal("cannot store the input", e))?;
     Ok(n)
 }
 

@@ -325,8 +325,7 @@ pub async fn cancel(
     if !state.batch.request_cancel(&id) {
         // No task here (it could not be resumed): cancel the record directly.
         let job = JobRecord { state: JobState::Cancelled, finished_ms: Some(unix_ms()), ..job };
-        state.batch.store.put(&job).map_err(|e| internal("the job database failed", e))?;
-        state.batch.free(&job, true);
+        state.batch.end(&job);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -202,12 +202,24 @@ impl Batches {
         self.tasks.wait().await;
     }
 
-    /// Remove what a finished or cancelled job no longer needs: its checkpointed chunks and
-    /// its uploaded input (and the result, when `result` is set).
-    fn free(&self, job: &JobRecord, result: bool) {
-        if let Err(e) = self.store.remove_chunks(&job.id) {
-            tracing::warn!(job = %job.id, error = %e, "cannot remove checkpointed chunks");
+    /// Record the end of `job` (done or cancelled) and free what it no longer needs: its
+    /// checkpoint (in the same transaction as the record), its uploaded input, and for a
+    /// cancelled job its files. Files go first for a cancelled job, so a job reported cancelled
+    /// holds nothing; the checkpoint goes with the record, so a done job never resumes without it.
+    fn end(&self, job: &JobRecord) {
+        let cancelled = job.state == JobState::Cancelled;
+        if cancelled {
+            self.remove_files(job, true);
         }
+        if let Err(e) = self.store.finish(job) {
+            tracing::error!(job = %job.id, error = %e, "cannot record the end of a batch job");
+        }
+        if !cancelled {
+            self.remove_files(job, false);
+        }
+    }
+
+    fn remove_files(&self, job: &JobRecord, result: bool) {
         if job.uploaded {
             let _ = std::fs::remove_file(&job.input);
         }

@@ -80,13 +80,13 @@ async fn finish(state: &Arc<NodeState>, id: &str, to: JobState, error: Option<St
     job.state = to;
     job.error = error;
     job.finished_ms = Some(unix_ms());
-    if let Err(e) = batches.store.put(&job) {
-        tracing::error!(job = %id, error = %e, "cannot record the end of a batch job");
-    }
-    match to {
-        JobState::Cancelled => batches.free(&job, true),
-        JobState::Done => batches.free(&job, false),
-        _ => {}
+    if to == JobState::Failed {
+        // The checkpoint stays: the reason may be fixed (disk space) and the rows are scored.
+        if let Err(e) = batches.store.put(&job) {
+            tracing::error!(job = %id, error = %e, "cannot record the end of a batch job");
+        }
+    } else {
+        batches.end(&job);
     }
 }
 

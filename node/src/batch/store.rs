@@ -44,6 +44,15 @@ fn chunk_prefix(id: &str) -> Vec<u8> {
     key
 }
 
+fn transaction_error(e: sled::transaction::TransactionError<()>) -> StoreError {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        sled::transaction::TransactionError::Abort(()) => {
+            StoreError::Sled(sled::Error::Unsupported("transaction aborted".into()))
+        }
+    }
+}
+
 impl JobStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = sled::open(path)?;
@@ -87,12 +96,7 @@ impl JobStore {
                 jobs.insert(job.id.as_bytes(), record.as_slice())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-                sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Sled(sled::Error::Unsupported("aborted".into()))
-                }
-            })?;
+            .map_err(transaction_error)?;
         self.db.flush()?;
         Ok(())
     }
@@ -108,11 +112,20 @@ impl JobStore {
         })
     }
 
-    /// Drop the job's checkpointed chunks (the job is done, cancelled or deleted).
-    pub fn remove_chunks(&self, id: &str) -> Result<(), StoreError> {
-        for key in self.chunks.scan_prefix(chunk_prefix(id)).keys() {
-            self.chunks.remove(key?)?;
-        }
+    /// Store the finished `job` and drop its checkpointed chunks, in one transaction.
+    pub fn finish(&self, job: &JobRecord) -> Result<(), StoreError> {
+        let record = serde_json::to_vec(job)?;
+        let keys: Vec<sled::IVec> =
+            self.chunks.scan_prefix(chunk_prefix(&job.id)).keys().collect::<Result<_, _>>()?;
+        (&self.jobs, &self.chunks)
+            .transaction(|(jobs, chunks)| {
+                for key in &keys {
+                    chunks.remove(key)?;
+                }
+                jobs.insert(job.id.as_bytes(), record.as_slice())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(transaction_error)?;
         self.db.flush()?;
         Ok(())
     }
@@ -167,8 +180,10 @@ mod tests {
         other.id = "j2".into();
         store.commit_chunk(&other, 0, &chunk(0, 5)).unwrap();
         assert_eq!(store.chunk_count("j"), 2);
-        store.remove_chunks("j").unwrap();
+        job.state = crate::batch::job::JobState::Done;
+        store.finish(&job).unwrap();
         assert_eq!((store.chunk_count("j"), store.chunk_count("j2")), (0, 1));
+        assert_eq!(store.get("j").unwrap().unwrap().state, crate::batch::job::JobState::Done);
         assert_eq!(store.all().unwrap().len(), 2);
     }
 }

@@ -55,11 +55,14 @@ wrk_p99() {
   echo "$rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}"
 }
 echo "real time, seed API, concurrency 8, no job:   $(wrk_p99)"
-# A job big enough to outlast the wrk run (uploaded, not followed).
-"$bin" --json batch submit "$work/rows.csv" --model breast-cancer-mlp > "$work/job.json"
-job=$(python3 -c "import json; print(json.load(open('$work/job.json'))['id'])")
-sleep 1
-echo "real time, seed API, concurrency 8, job running: $(wrk_p99)"
-"$bin" --json batch status "$job" | python3 -c "
+# Jobs to outlast the wrk run (uploaded, not followed; they run one after another).
+for i in 1 2 3; do
+  "$bin" --json batch submit "$work/rows.csv" --model breast-cancer-mlp > "$work/job$i.json"
+done
+echo "real time, seed API, concurrency 8, jobs running: $(wrk_p99)"
+for i in 1 2 3; do
+  job=$(python3 -c "import json; print(json.load(open('$work/job$i.json'))['id'])")
+  "$bin" --json batch status "$job" | python3 -c "
 import json, sys; s = json.load(sys.stdin)
-print(f\"the job during the run: {s['state']}, {s['rows_done']} of {s['total_rows']} rows done\")"
+print(f\"job $i after the run: {s['state']}, {s['rows_done']} of {s['total_rows']} rows done\")"
+done

@@ -162,7 +162,16 @@ async fn score(
     let (tx, mut rx) = mpsc::channel(2);
     let reader = Reader::new(state, model, job, token.clone())?;
     let handle = tokio::runtime::Handle::current();
-    let reading = tokio::task::spawn_blocking(move || reader.run(&handle, &tx));
+    let (ended, reading) = tokio::sync::oneshot::channel::<()>();
+    // Its own thread (not the blocking pool) so its priority can be lowered for it alone.
+    std::thread::Builder::new()
+        .name(format!("batch-{}", job.id))
+        .spawn(move || {
+            lower_priority();
+            reader.run(&handle, &tx);
+            drop(ended);
+        })
+        .map_err(|e| Stop::Failed(format!("cannot start the reader thread: {e}")))?;
     let result = async {
         while job.chunks_done < job.chunks() {
             let prepared = tokio::select! {
@@ -233,6 +242,18 @@ async fn infer(
         }
     }
     Ok(ChunkOutput { scored, refusals })
+}
+
+/// Lower the calling thread's CPU priority (nice 10): parsing a job's rows yields to the
+/// threads serving real-time requests when both want the CPU.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), 10) {
+            tracing::debug!(error = %e, "cannot lower the batch reader's priority");
+        }
+    }
 }
 
 /// The job's reader thread: parse, look up, assemble, chunk by chunk.

@@ -167,7 +167,7 @@ async fn score(
     std::thread::Builder::new()
         .name(format!("batch-{}", job.id))
         .spawn(move || {
-            lower_priority();
+            crate::inference::priority::lower_current_thread();
             reader.run(&handle, &tx);
             drop(ended);
         })
@@ -242,18 +242,6 @@ async fn infer(
         }
     }
     Ok(ChunkOutput { scored, refusals })
-}
-
-/// Lower the calling thread's CPU priority (nice 10): parsing a job's rows yields to the
-/// threads serving real-time requests when both want the CPU.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), 10) {
-            tracing::debug!(error = %e, "cannot lower the batch reader's priority");
-        }
-    }
 }
 
 /// The job's reader thread: parse, look up, assemble, chunk by chunk.

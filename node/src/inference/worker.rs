@@ -2,6 +2,11 @@
 //! waiting, and, when `max_queue_delay` allows, waits for more (the [`BatchPolicy`]), up to
 //! `max_batch_rows` rows; it runs them as one batch and hands each job its rows. When the queue is full a submit fails at once: the
 //! caller answers 429 rather than queueing without bound.
+//!
+//! A second, low-priority lane takes batch-job chunks ([`WorkerPool::submit_low`]). One more
+//! thread serves it, at a lowered CPU priority (nice 10): real-time workers never run batch
+//! work, and when both want the CPU the scheduler favours real time. Callers keep chunks small
+//! (~1,000 rows) and the lane is short ([`LOW_QUEUE_CAPACITY`]).
 
 use std::sync::Arc;
 
@@ -64,20 +69,27 @@ pub struct PoolConfig {
 impl WorkerPool {
     pub fn start(label: &str, runtime: Arc<dyn Runtime>, config: PoolConfig) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
-        let (low_tx, low_rx) = crossbeam_channel::bounded(LOW_QUEUE_CAPACITY);
         for i in 0..config.workers {
-            let lanes = Lanes { high: rx.clone(), low: low_rx.clone() };
+            let rx = rx.clone();
             let runtime = runtime.clone();
             let policy = BatchPolicy { max_rows: config.max_batch_rows, max_delay: config.max_queue_delay };
             std::thread::Builder::new()
                 .name(format!("model-{label}-{i}"))
-                .spawn(move || work(&lanes, runtime.as_ref(), policy))?;
+                .spawn(move || work(&rx, runtime.as_ref(), policy))?;
         }
+        let (low_tx, low_rx) = crossbeam_channel::bounded::<Job>(LOW_QUEUE_CAPACITY);
+        std::thread::Builder::new().name(format!("model-{label}-low")).spawn(move || {
+            super::priority::lower_current_thread();
+            // One chunk at a time; the thread ends when the pool is dropped.
+            while let Ok(job) = low_rx.recv() {
+                run_jobs(runtime.as_ref(), &mut vec![job]);
+            }
+        })?;
         Ok(Self { tx, capacity: config.queue_capacity, low_tx })
     }
 
-    /// Queue a batch-job chunk on the low-priority lane: it runs only when no real-time request
-    /// is waiting. Full lane: `QueueFull` (the caller waits for its earlier chunks first).
+    /// Queue a batch-job chunk on the low-priority lane (its own lowered-priority thread, never
+    /// the real-time workers). Full lane: `QueueFull` (the caller waits for its earlier chunks).
     pub fn submit_low(&self, input: InputBatch) -> Result<oneshot::Receiver<JobResult>, SubmitError> {
         let (reply, rx) = oneshot::channel();
         match self.low_tx.try_send(Job { input, reply }) {
@@ -103,56 +115,9 @@ impl WorkerPool {
     }
 }
 
-struct Lanes {
-    high: Receiver<Job>,
-    low: Receiver<Job>,
-}
-
-/// What a worker takes next.
-enum Next {
-    High(Job),
-    Low(Job),
-}
-
-impl Lanes {
-    /// The oldest real-time job; a low-priority one only when no real-time job waits.
-    /// `None` once the pool is dropped and the real-time queue is drained.
-    fn next(&self) -> Option<Next> {
-        if let Ok(job) = self.high.try_recv() {
-            return Some(Next::High(job));
-        }
-        if let Ok(job) = self.low.try_recv() {
-            return Some(Next::Low(job));
-        }
-        // Both empty: block on whichever gets a job first.
-        let mut select = crossbeam_channel::Select::new();
-        let high = select.recv(&self.high);
-        select.recv(&self.low);
-        let ready = select.select();
-        if ready.index() == high {
-            ready.recv(&self.high).ok().map(Next::High)
-        } else {
-            match ready.recv(&self.low) {
-                Ok(job) => Some(Next::Low(job)),
-                // Both senders live in the pool: a closed low lane means it was dropped.
-                Err(_) => self.high.try_recv().ok().map(Next::High),
-            }
-        }
-    }
-}
-
-fn work(lanes: &Lanes, runtime: &dyn Runtime, policy: BatchPolicy) {
-    let rx = &lanes.high;
+fn work(rx: &Receiver<Job>, runtime: &dyn Runtime, policy: BatchPolicy) {
     let mut jobs = Vec::new();
-    while let Some(next) = lanes.next() {
-        let first = match next {
-            Next::High(job) => job,
-            Next::Low(job) => {
-                jobs.push(job);
-                run_jobs(runtime, &mut jobs);
-                continue;
-            }
-        };
+    while let Ok(first) = rx.recv() {
         let started = std::time::Instant::now();
         let mut rows = first.input.rows;
         jobs.push(first);
@@ -332,10 +297,10 @@ mod tests {
         assert_eq!(*runtime.batches.lock().unwrap(), vec![3], "one batch of both requests");
     }
 
-    // The std lock is held across awaits on purpose: it blocks the worker *thread*.
+    // The std lock is held across awaits on purpose: it blocks the low worker *thread*.
     #[allow(clippy::await_holding_lock)]
     #[tokio::test]
-    async fn low_priority_chunks_run_only_when_no_real_time_request_waits() {
+    async fn batch_chunks_run_on_their_own_thread_and_never_hold_up_real_time_requests() {
         let gate = Arc::new(Mutex::new(()));
         let runtime = doubler(gate.clone());
         let config = PoolConfig {
@@ -346,16 +311,12 @@ mod tests {
         };
         let pool = WorkerPool::start("t", runtime.clone(), config).unwrap();
         let held = gate.lock().unwrap();
-        let first = pool.submit(InputBatch::new(1, 1, vec![1.0]).unwrap()).unwrap();
+        // A batch chunk enters the runtime and blocks there (on the gate), on the low thread.
+        let stuck = pool.submit_low(InputBatch::new(3, 1, vec![1.0; 3]).unwrap()).unwrap();
         while runtime.entered.load(std::sync::atomic::Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        // While the worker is busy: two low chunks queue first, then two real-time requests.
-        let low: Vec<_> =
-            (0..2).map(|_| pool.submit_low(InputBatch::new(3, 1, vec![1.0; 3]).unwrap()).unwrap()).collect();
-        let high: Vec<_> =
-            (0..2).map(|_| pool.submit(InputBatch::new(2, 1, vec![1.0; 2]).unwrap()).unwrap()).collect();
-        let extra: Vec<_> = (0..LOW_QUEUE_CAPACITY - 2)
+        let queued: Vec<_> = (0..LOW_QUEUE_CAPACITY)
             .map(|_| pool.submit_low(InputBatch::new(3, 1, vec![1.0; 3]).unwrap()).unwrap())
             .collect();
         assert_eq!(
@@ -363,14 +324,18 @@ mod tests {
             SubmitError::QueueFull(LOW_QUEUE_CAPACITY),
             "the low lane is bounded"
         );
-        drop(held);
-        first.await.unwrap().unwrap();
-        for rx in high.into_iter().chain(low).chain(extra) {
-            rx.await.unwrap().unwrap();
+        // A real-time request goes to the real-time worker, which also waits on the gate here
+        // (one runtime for both): it entered the runtime while the batch chunk is still inside.
+        let real_time = pool.submit(InputBatch::new(2, 1, vec![5.0, 6.0]).unwrap()).unwrap();
+        while runtime.entered.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        // The real-time requests ran first (batched together), then each low chunk on its own.
-        let mut expected = vec![1, 4];
-        expected.extend(std::iter::repeat_n(3, LOW_QUEUE_CAPACITY));
-        assert_eq!(*runtime.batches.lock().unwrap(), expected);
+        drop(held);
+        let out = real_time.await.unwrap().unwrap().out;
+        assert_eq!(out.tensors[0].data, TensorData::F32(vec![10.0, 12.0]));
+        stuck.await.unwrap().unwrap();
+        for rx in queued {
+            assert_eq!(rx.await.unwrap().unwrap().out.rows, 3, "each chunk on its own");
+        }
     }
 }

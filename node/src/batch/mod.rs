@@ -13,8 +13,8 @@
 //!
 //! Backpressure: at most `max_running` jobs score at once (the rest wait, `queued`), at most
 //! `max_jobs` unfinished jobs exist (more are refused with 429), a job has at most two chunks
-//! parsed ahead and a few model calls queued on the model's low-priority lane, which workers
-//! take only when no real-time request waits.
+//! parsed ahead and a few model calls queued on the model's low-priority lane. The lane's
+//! thread and the job's reader thread run at a lowered CPU priority, below real-time serving.
 
 pub mod format;
 pub mod http;
@@ -46,8 +46,8 @@ pub struct BatchConfig {
     pub max_upload_bytes: u64,
     /// Rows per checkpoint: a restarted job redoes at most this many rows' work.
     pub checkpoint_rows: u64,
-    /// Rows per model call on the low-priority lane: a real-time request waits at most for
-    /// one such call (~1.6 ms for 1,024 rows of the MLP on tract).
+    /// Rows per model call on the low-priority lane (the lane's own thread; ~1.6 ms for 1,024
+    /// rows of the MLP on tract).
     pub model_rows: usize,
     /// Jobs scoring at once; others wait in `queued`.
     pub max_running: usize,

@@ -4,7 +4,7 @@
 //! caller answers 429 rather than queueing without bound.
 //!
 //! A second, low-priority lane takes batch-job chunks ([`WorkerPool::submit_low`]). One more
-//! thread serves it, at a lowered CPU priority (nice 10): real-time workers never run batch
+//! thread serves it, at a lowered CPU priority (`SCHED_IDLE`): real-time workers never run batch
 //! work, and when both want the CPU the scheduler favours real time. Callers keep chunks small
 //! (~1,000 rows) and the lane is short ([`LOW_QUEUE_CAPACITY`]).
 

@@ -113,10 +113,7 @@ async fn drive(state: &Arc<NodeState>, id: &str, token: &CancellationToken) -> R
     drop(permit);
     let store = batches.store.clone();
     let written = job.clone();
-    tokio::task::spawn_blocking(move || write_output(&store, &written))
-        .await
-        .map_err(|e| Stop::Failed(e.to_string()))?
-        .map_err(Stop::Failed)?;
+    idle(move || write_output(&store, &written)).await?.map_err(Stop::Failed)?;
     finish(state, id, JobState::Done, None).await;
     Ok(())
 }
@@ -143,6 +140,20 @@ async fn wait_model(
             () = token.cancelled() => return Err(stop_of(state)),
         }
     }
+}
+
+/// Run `f` on a thread of its own at batch priority (serialising a checkpoint, writing the
+/// output): batch CPU work stays below real-time serving, not only the reading and scoring.
+async fn idle<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Stop> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("batch-io".to_string())
+        .spawn(move || {
+            crate::inference::priority::lower_current_thread();
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Stop::Failed(format!("cannot start a batch thread: {e}")))?;
+    rx.await.map_err(|_| Stop::Failed("a batch thread ended without an answer".to_string()))
 }
 
 /// One chunk, read and assembled: the model's input for its good rows and the refused ones.
@@ -185,9 +196,7 @@ async fn score(
             let output = infer(state, model, prepared.values, prepared.ok, prepared.refusals, token).await?;
             job.complete_chunk(prepared.k, output.scored.len() as u64, &output.refusals);
             let (store, record, k) = (state.batch.store.clone(), job.clone(), prepared.k);
-            tokio::task::spawn_blocking(move || store.commit_chunk(&record, k, &output))
-                .await
-                .map_err(|e| Stop::Failed(e.to_string()))??;
+            idle(move || store.commit_chunk(&record, k, &output)).await??;
         }
         Ok(())
     }

@@ -52,8 +52,10 @@ pub enum BatchCommand {
 pub struct SubmitArgs {
     /// The input file (uploaded), or with --remote a path or http(s) URL the node reads.
     pub file: String,
+    /// The model to score with.
     #[arg(long)]
     pub model: String,
+    /// Its version (default: the live one); the job keeps it to the end.
     #[arg(long)]
     pub version: Option<u32>,
     /// Wait for the job and save its output here.

@@ -63,6 +63,8 @@ pub struct NodeConfig {
     pub gpu: GpuConfig,
     /// Per-model overrides, `[models.<name>]`: batching and runtime.
     pub models: BTreeMap<String, ModelTuning>,
+    /// Batch jobs: upload size, checkpoint size, concurrency, submission limit.
+    pub batch: crate::batch::BatchConfig,
 }
 
 /// The GPU runtime's settings.
@@ -143,6 +145,7 @@ impl Default for NodeConfig {
             runtime: RuntimeMode::Auto,
             gpu: GpuConfig::default(),
             models: BTreeMap::new(),
+            batch: crate::batch::BatchConfig::default(),
         }
     }
 }
@@ -204,6 +207,7 @@ impl NodeConfig {
         if self.features.redis_timeout_ms == 0 || self.features.l1_capacity == 0 {
             p.push("features.redis_timeout_ms and features.l1_capacity must be positive".to_string());
         }
+        p.extend(self.batch.problems());
         if p.is_empty() {
             Ok(())
         } else {

@@ -1,5 +1,7 @@
 //! meridian-node: the serving daemon.
 //!
+//! - [`batch`]: batch inference jobs: files in, predictions out, checkpointed in sled, run on
+//!   the models' low-priority lane, optionally spread over a region's nodes.
 //! - [`config`]: the node's typed configuration.
 //! - [`features`]: the feature store client: L1, sled, Redis, circuit breaker.
 //! - [`inference`]: loaded models, their worker threads and bounded queues, the serving table
@@ -11,6 +13,7 @@
 //! - [`telemetry`]: Prometheus metrics, defined once.
 //! - [`node`]: `spawn(config, shutdown)`: start everything, stop everything.
 
+pub mod batch;
 pub mod config;
 pub mod features;
 pub mod inference;

@@ -26,6 +26,7 @@ pub struct NodeState {
     pub results: ResultCache,
     pub histograms: crate::telemetry::histograms::Recorder,
     pub requests: crate::inference::requests::RequestLog,
+    pub batch: crate::batch::Batches,
     pub shutdown: CancellationToken,
     /// The GPU models may run on; `None` without an adapter or with `runtime = "cpu"`.
     pub gpu: Option<Arc<GpuContext>>,
@@ -117,6 +118,9 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
             source: std::io::Error::other(e),
         })?;
     let features = Arc::new(features);
+    let batch = crate::batch::Batches::open(&config.data_dir, &config.batch).map_err(|e| {
+        NodeError::DataDir { path: config.data_dir.display().to_string(), source: std::io::Error::other(e) }
+    })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
@@ -142,8 +146,12 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         results,
         histograms: Default::default(),
         requests,
+        batch,
         shutdown: shutdown.clone(),
     });
+    if let Err(e) = state.batch.resume_all(&state) {
+        tracing::error!(error = %e, "cannot resume batch jobs");
+    }
     let app = crate::serve::router(state.clone());
     let sync = tokio::spawn(crate::sync::follow(state.clone()));
     let heartbeat = tokio::spawn(crate::sync::heartbeat(state.clone()));
@@ -160,6 +168,8 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         let _ = heartbeat.await;
         let _ = invalidations.await;
         let _ = reports.await;
+        // Batch jobs stop at shutdown and resume from their checkpoint at the next start.
+        state_for_stop.batch.stopped().await;
         state_for_stop.features.flush().await;
         served
     });

@@ -45,7 +45,8 @@ fn measure(runtime: &dyn Runtime, rows: usize, budget: Duration) -> anyhow::Resu
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let software = args.iter().any(|a| a == "--software");
-    let budget = if args.iter().any(|a| a == "--quick") { Duration::from_millis(300) } else { Duration::from_secs(1) };
+    let budget =
+        if args.iter().any(|a| a == "--quick") { Duration::from_millis(300) } else { Duration::from_secs(1) };
     let gpu = GpuContext::open(GpuOptions { allow_software: software }).map_err(anyhow::Error::msg)?;
     match &gpu {
         Some(ctx) => println!("GPU: {}", ctx.describe()),
@@ -53,21 +54,26 @@ fn main() -> anyhow::Result<()> {
     }
     let mut rng = Rng(42);
     let large = mlp(784, &[1024, 1024], 10, &mut || rng.f());
-    let models: [(&str, &[u8]); 2] = [("mlp 30-64-32-2", demo::DEMO_MODELS[1].onnx), ("mlp 784-1024-1024-10", &large)];
+    let models: [(&str, &[u8]); 2] =
+        [("mlp 30-64-32-2", demo::DEMO_MODELS[1].onnx), ("mlp 784-1024-1024-10", &large)];
     let options = GpuModelOptions { max_rows: 8192, poison: false };
     println!("\n| model | batch | tract ms/batch | tract rows/s | GPU ms/batch | GPU rows/s | GPU / tract |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, onnx) in models {
         let cpu = TractRuntime::load(onnx)?;
         let on_gpu = match &gpu {
-            Some(ctx) => Some(GpuRuntime::load(ctx, onnx, cpu.signature(), options).map_err(anyhow::Error::msg)?),
+            Some(ctx) => {
+                Some(GpuRuntime::load(ctx, onnx, cpu.signature(), options).map_err(anyhow::Error::msg)?)
+            }
             None => None,
         };
         for rows in [1, 64, 1024, 8192] {
             let (ct, cr) = measure(&cpu, rows, budget)?;
             let g = on_gpu.as_ref().map(|g| measure(g, rows, budget)).transpose()?;
             let (gt, gr, ratio) = match g {
-                Some((gt, gr)) => (format!("{:.3}", gt * 1e3), format!("{gr:.0}"), format!("{:.2}×", gr / cr)),
+                Some((gt, gr)) => {
+                    (format!("{:.3}", gt * 1e3), format!("{gr:.0}"), format!("{:.2}×", gr / cr))
+                }
                 None => ("-".into(), "-".into(), "-".into()),
             };
             println!("| {name} | {rows} | {:.3} | {cr:.0} | {gt} | {gr} | {ratio} |", ct * 1e3);
@@ -91,12 +97,19 @@ fn matmul(ctx: &Arc<GpuContext>, budget: Duration) -> anyhow::Result<()> {
         g.output(&y, FLOAT);
         let onnx = g.finish();
         let cpu = TractRuntime::load(&onnx)?;
-        let gpu = GpuRuntime::load(ctx, &onnx, cpu.signature(), GpuModelOptions { max_rows: n, poison: false })
-            .map_err(anyhow::Error::msg)?;
+        let gpu =
+            GpuRuntime::load(ctx, &onnx, cpu.signature(), GpuModelOptions { max_rows: n, poison: false })
+                .map_err(anyhow::Error::msg)?;
         let flops = 2.0 * (n as f64).powi(3);
         let (gt, _) = measure(&gpu, n, budget)?;
         let (ct, _) = measure(&cpu, n, budget)?;
-        println!("| {n} | {:.2} | {:.1} | {:.2} | {:.1} |", gt * 1e3, flops / gt / 1e9, ct * 1e3, flops / ct / 1e9);
+        println!(
+            "| {n} | {:.2} | {:.1} | {:.2} | {:.1} |",
+            gt * 1e3,
+            flops / gt / 1e9,
+            ct * 1e3,
+            flops / ct / 1e9
+        );
     }
     println!("\n(GPU times include the input upload and the output read-back of each batch.)");
     Ok(())

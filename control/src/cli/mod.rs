@@ -3,6 +3,7 @@
 //!
 //! - [`client`]: the control API client the commands share.
 //! - [`models`], [`rollout`], [`experiments`], [`features`], [`predict`], [`nodes`]: operator commands; tables for people, `--json` for scripts.
+//! - [`batch`]: batch jobs on a node: submit a file, follow it, download the output.
 //! - [`daemons`]: `meridian control` and `meridian node` (config file, env, flags).
 //! - [`up`]: control + three nodes in three regions on loopback.
 
@@ -12,6 +13,7 @@ macro_rules! say {
     ($($t:tt)*) => { $crate::cli::output::line(&format!($($t)*)) };
 }
 
+pub mod batch;
 pub mod client;
 pub mod daemons;
 pub mod experiments;
@@ -64,6 +66,9 @@ pub enum Command {
     Features(features::FeaturesCommand),
     /// Predict with a model on a node.
     Predict(predict::PredictArgs),
+    /// Batch jobs: submit a file of rows, follow progress, download predictions.
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
     /// List the nodes that report to control.
     Nodes,
     /// Latency percentiles and traffic per model, version, arm and region, refreshed live.
@@ -81,6 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Experiments(cmd) => experiments::run(&client::Client::new(&cli.control)?, cmd, &out).await,
         Command::Features(cmd) => features::run(&client::Client::new(&cli.control)?, cmd, &out).await,
         Command::Predict(args) => predict::run(args, &out).await,
+        Command::Batch(cmd) => batch::run(cmd, &out).await,
         Command::Top(args) => top::run(&client::Client::new(&cli.control)?, args, &out).await,
         Command::Nodes => nodes::run(&client::Client::new(&cli.control)?, &out).await,
     }

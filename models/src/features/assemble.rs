@@ -53,19 +53,48 @@ pub fn assemble_row(
             return Err(AssembleError::Unknown(unknown));
         }
     }
+    assemble(features, width, stored, |f: &Feature| match request.get(&f.name) {
+        Some(v) => FeatureValue::from_json(v).map(Some).ok_or_else(|| {
+            AssembleError::Invalid(format!(
+                "feature {:?} must be a finite number or a category, got {v}",
+                f.name
+            ))
+        }),
+        None => Ok(None),
+    })
+}
+
+/// Assemble one row from values given by position (`given[i]` is `features[i]`'s value, as a
+/// file reader produces them): the same rules as [`assemble_row`] without a JSON map per row.
+pub fn assemble_values(
+    features: &[Feature],
+    width: usize,
+    given: &[Option<FeatureValue>],
+    stored: impl Fn(&str, &str) -> Option<FeatureValue>,
+) -> Result<Assembled, AssembleError> {
+    let mut at = 0;
+    assemble(features, width, stored, |_| {
+        let v = given.get(at).cloned().flatten();
+        at += 1;
+        Ok(v)
+    })
+}
+
+/// `given(feature)` is called once per feature, in spec order.
+fn assemble(
+    features: &[Feature],
+    width: usize,
+    stored: impl Fn(&str, &str) -> Option<FeatureValue>,
+    mut given: impl FnMut(&Feature) -> Result<Option<FeatureValue>, AssembleError>,
+) -> Result<Assembled, AssembleError> {
     let mut values = vec![0.0f32; width];
     let mut defaulted = Vec::new();
     let mut missing = Vec::new();
     let mut at = 0;
     for f in features {
         let w = f.width();
-        let value = match request.get(&f.name) {
-            Some(v) => Some(FeatureValue::from_json(v).ok_or_else(|| {
-                AssembleError::Invalid(format!(
-                    "feature {:?} must be a finite number or a category, got {v}",
-                    f.name
-                ))
-            })?),
+        let value = match given(f)? {
+            Some(v) => Some(v),
             None => f.view.as_deref().and_then(|view| stored(view, &f.name)),
         };
         let value = match (value, &f.default) {
@@ -151,6 +180,20 @@ mod tests {
         let req = json!({"x": "big", "country": "de"}).as_object().unwrap().clone();
         assert!(
             matches!(assemble_row(&spec(), 4, &req, none), Err(AssembleError::Invalid(m)) if m.contains("\"x\""))
+        );
+    }
+
+    #[test]
+    fn values_by_position_assemble_like_the_json_form() {
+        let none = |_: &str, _: &str| None;
+        let given = [Some(FeatureValue::Number(1.5)), None, Some(FeatureValue::Text("fr".into()))];
+        let by_position = assemble_values(&spec(), 4, &given, none).unwrap();
+        let req = json!({"x": 1.5, "country": "fr"}).as_object().unwrap().clone();
+        assert_eq!(by_position, assemble_row(&spec(), 4, &req, none).unwrap());
+        assert_eq!(by_position.defaulted, vec!["age"]);
+        assert_eq!(
+            assemble_values(&spec(), 4, &[None, None, None], none),
+            Err(AssembleError::Missing(vec!["x".into(), "country".into()]))
         );
     }
 }

@@ -3,6 +3,7 @@
 //! - [`worker`]: a bounded queue per model version and the threads that drain it in batches.
 //! - [`batching`]: the dynamic batching policy (pure).
 //! - [`fault`]: injected slowness for tests and game days.
+//! - [`priority`]: lowering a thread's CPU priority for batch work.
 //! - [`loaded`]: a model version loaded, warmed up and ready to take rows.
 //! - [`requests`]: recently served request ids, for feedback.
 //! - [`result_cache`]: answers of one-row predictions by model, version and input vector.
@@ -11,6 +12,7 @@
 pub mod batching;
 pub mod fault;
 pub mod loaded;
+pub mod priority;
 pub mod requests;
 pub mod result_cache;
 pub mod table;

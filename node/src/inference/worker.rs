@@ -2,6 +2,11 @@
 //! waiting, and, when `max_queue_delay` allows, waits for more (the [`BatchPolicy`]), up to
 //! `max_batch_rows` rows; it runs them as one batch and hands each job its rows. When the queue is full a submit fails at once: the
 //! caller answers 429 rather than queueing without bound.
+//!
+//! A second, low-priority lane takes batch-job chunks ([`WorkerPool::submit_low`]). One more
+//! thread serves it, at a lowered CPU priority (`SCHED_IDLE`): real-time workers never run batch
+//! work, and when both want the CPU the scheduler favours real time. Callers keep chunks small
+//! (~1,000 rows) and the lane is short ([`LOW_QUEUE_CAPACITY`]).
 
 use std::sync::Arc;
 
@@ -45,7 +50,12 @@ pub enum SubmitError {
 pub struct WorkerPool {
     tx: Sender<Job>,
     capacity: usize,
+    /// Batch-job chunks, taken only when `tx` is empty.
+    low_tx: Sender<Job>,
 }
+
+/// Low-priority chunks waiting per model version (each is a bounded number of rows).
+pub const LOW_QUEUE_CAPACITY: usize = 4;
 
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
@@ -67,7 +77,26 @@ impl WorkerPool {
                 .name(format!("model-{label}-{i}"))
                 .spawn(move || work(&rx, runtime.as_ref(), policy))?;
         }
-        Ok(Self { tx, capacity: config.queue_capacity })
+        let (low_tx, low_rx) = crossbeam_channel::bounded::<Job>(LOW_QUEUE_CAPACITY);
+        std::thread::Builder::new().name(format!("model-{label}-low")).spawn(move || {
+            super::priority::lower_current_thread();
+            // One chunk at a time; the thread ends when the pool is dropped.
+            while let Ok(job) = low_rx.recv() {
+                run_jobs(runtime.as_ref(), &mut vec![job]);
+            }
+        })?;
+        Ok(Self { tx, capacity: config.queue_capacity, low_tx })
+    }
+
+    /// Queue a batch-job chunk on the low-priority lane (its own lowered-priority thread, never
+    /// the real-time workers). Full lane: `QueueFull` (the caller waits for its earlier chunks).
+    pub fn submit_low(&self, input: InputBatch) -> Result<oneshot::Receiver<JobResult>, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        match self.low_tx.try_send(Job { input, reply }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(SubmitError::QueueFull(LOW_QUEUE_CAPACITY)),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        }
     }
 
     /// Queue `input`; the receiver gets the rows' outputs.
@@ -266,5 +295,47 @@ mod tests {
         assert_eq!(a.await.unwrap().unwrap().out.tensors[0].data, TensorData::F32(vec![2.0]));
         assert_eq!(b.await.unwrap().unwrap().out.tensors[0].data, TensorData::F32(vec![4.0, 6.0]));
         assert_eq!(*runtime.batches.lock().unwrap(), vec![3], "one batch of both requests");
+    }
+
+    // The std lock is held across awaits on purpose: it blocks the low worker *thread*.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test]
+    async fn batch_chunks_run_on_their_own_thread_and_never_hold_up_real_time_requests() {
+        let gate = Arc::new(Mutex::new(()));
+        let runtime = doubler(gate.clone());
+        let config = PoolConfig {
+            workers: 1,
+            queue_capacity: 8,
+            max_batch_rows: 100,
+            max_queue_delay: Duration::ZERO,
+        };
+        let pool = WorkerPool::start("t", runtime.clone(), config).unwrap();
+        let held = gate.lock().unwrap();
+        // A batch chunk enters the runtime and blocks there (on the gate), on the low thread.
+        let stuck = pool.submit_low(InputBatch::new(3, 1, vec![1.0; 3]).unwrap()).unwrap();
+        while runtime.entered.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let queued: Vec<_> = (0..LOW_QUEUE_CAPACITY)
+            .map(|_| pool.submit_low(InputBatch::new(3, 1, vec![1.0; 3]).unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            pool.submit_low(InputBatch::new(1, 1, vec![1.0]).unwrap()).unwrap_err(),
+            SubmitError::QueueFull(LOW_QUEUE_CAPACITY),
+            "the low lane is bounded"
+        );
+        // A real-time request goes to the real-time worker, which also waits on the gate here
+        // (one runtime for both): it entered the runtime while the batch chunk is still inside.
+        let real_time = pool.submit(InputBatch::new(2, 1, vec![5.0, 6.0]).unwrap()).unwrap();
+        while runtime.entered.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(held);
+        let out = real_time.await.unwrap().unwrap().out;
+        assert_eq!(out.tensors[0].data, TensorData::F32(vec![10.0, 12.0]));
+        stuck.await.unwrap().unwrap();
+        for rx in queued {
+            assert_eq!(rx.await.unwrap().unwrap().out.rows, 3, "each chunk on its own");
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`features`]: feature writes, reads and bulk ingest.
 //! - [`feedback`]: outcomes of answered requests, for experiments.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - Batch jobs (`/api/v1/batch…`) are routed here; their handlers live in [`crate::batch::http`].
 
 pub mod error;
 pub mod features;
@@ -23,6 +24,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::batch::http as batch;
 use crate::node::NodeState;
 use error::ApiError;
 
@@ -46,6 +48,11 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/features/{view}/ingest",
             post(features::ingest).layer(DefaultBodyLimit::max(state.config.max_ingest_bytes)),
         )
+        .route("/api/v1/batch", post(batch::submit).get(batch::list).layer(DefaultBodyLimit::disable()))
+        .route("/api/v1/batch/{id}", get(batch::status))
+        .route("/api/v1/batch/{id}/cancel", post(batch::cancel))
+        .route("/api/v1/batch/{id}/result", get(batch::result))
+        .route("/api/v1/batch/{id}/input", get(batch::input))
         .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))

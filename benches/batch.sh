@@ -8,17 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-1000000}
 secs=${2:-10}
-command -v wrk >/dev/null || { echo "needs wrk (Debian: apt-get install wrk)" >&2; exit 1; }
-cargo build --release --bin meridian -q
-bin=${CARGO_TARGET_DIR:-target}/release/meridian
-work=$(mktemp -d)
-port=7170
-"$bin" up --data-dir "$work/up" --port $port >"$work/up.log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 300); do grep -q "meridian is up" "$work/up.log" && break; sleep 0.1; done
-grep -q "meridian is up" "$work/up.log" || { cat "$work/up.log"; exit 1; }
-node=http://127.0.0.1:$((port + 1))
+source benches/up.sh
 export MERIDIAN_NODE=$node
 
 python3 - "$work" "$rows" <<'PY'

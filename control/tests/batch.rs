@@ -59,21 +59,9 @@ fn as_maps(names: &[String], rows: &[Vec<f64>]) -> Vec<Map<String, Value>> {
     rows.iter().map(|row| names.iter().cloned().zip(row.iter().map(|x| json!(x))).collect()).collect()
 }
 
-/// Upload `body` as a job; the status code and the answer.
-async fn submit(node: &str, query: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-    let resp = http()
-        .post(format!("{node}/api/v1/batch?{query}"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
-}
-
 async fn submit_csv(node: &str, csv: &str) -> String {
-    let (status, answer) = submit(node, &format!("model={MODEL}"), "text/csv", csv.as_bytes().to_vec()).await;
+    let (status, answer) =
+        post_batch(node, &format!("model={MODEL}"), "text/csv", csv.as_bytes().to_vec()).await;
     assert_eq!(status, 202, "{answer}");
     answer["id"].as_str().unwrap().to_string()
 }
@@ -282,7 +270,8 @@ async fn bad_lines_are_reported_by_line_and_the_rest_is_scored() {
     nd[2] = "{\"mean_radius\": ".to_string();
     nd[3] = nd[3].replacen("\"mean_radius\":", "\"mean_radius\":[1],\"x\":", 1);
     let (code, answer) =
-        submit(&node, &format!("model={MODEL}"), "application/x-ndjson", nd.join("\n").into_bytes()).await;
+        post_batch(&node, &format!("model={MODEL}"), "application/x-ndjson", nd.join("\n").into_bytes())
+            .await;
     assert_eq!(code, 202, "{answer}");
     let done = finished(&node, answer["id"].as_str().unwrap()).await;
     let refused: Vec<u64> =
@@ -365,7 +354,8 @@ async fn a_spread_job_over_three_nodes_equals_the_single_node_output() {
     let single = submit_csv(&nodes[0].url(), &csv).await;
     assert_eq!(finished(&nodes[0].url(), &single).await["state"], "done");
     let (code, answer) =
-        submit(&nodes[1].url(), &format!("model={MODEL}&spread=true"), "text/csv", csv.into_bytes()).await;
+        post_batch(&nodes[1].url(), &format!("model={MODEL}&spread=true"), "text/csv", csv.into_bytes())
+            .await;
     assert_eq!(code, 202, "{answer}");
     let spread = answer["id"].as_str().unwrap();
     let done = finished(&nodes[1].url(), spread).await;

@@ -16,16 +16,9 @@ use serde_json::{json, Value};
 
 const MODEL: &str = "breast-cancer-mlp";
 
+/// Upload `body` as a job that must be accepted; its id.
 async fn upload(node: &str, query: &str, content_type: &str, body: Vec<u8>) -> String {
-    let resp = http()
-        .post(format!("{node}/api/v1/batch?{query}"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let answer: Value = resp.json().await.unwrap();
+    let (status, answer) = post_batch(node, query, content_type, body).await;
     assert_eq!(status, 202, "{answer}");
     answer["id"].as_str().unwrap().to_string()
 }

@@ -10,7 +10,8 @@
 //! - [`features`]: feature definitions, transforms, feature views, row assembly.
 //! - [`interpret`]: turning output tensors into `prediction` / `confidence` per row.
 //!
-//! No I/O here beyond what the caller hands in as bytes; no threads, no async.
+//! No I/O here beyond what the caller hands in as bytes (and the GPU device); no threads of its
+//! own, no async.
 
 pub mod demo;
 pub mod digest;

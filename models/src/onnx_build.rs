@@ -37,27 +37,26 @@ impl GraphBuilder {
 
     /// A float constant.
     pub fn constant(&mut self, shape: &[usize], data: Vec<f32>) -> String {
-        let name = self.fresh("c");
-        self.inits.push(pb::TensorProto {
-            name: name.clone(),
-            dims: shape.iter().map(|&d| d as i64).collect(),
-            data_type: FLOAT,
-            float_data: data,
-            ..Default::default()
-        });
-        name
+        self.initializer(
+            "c",
+            shape,
+            pb::TensorProto { data_type: FLOAT, float_data: data, ..Default::default() },
+        )
     }
 
     /// An int64 constant (shapes, axes, indices).
     pub fn ints(&mut self, shape: &[usize], data: Vec<i64>) -> String {
-        let name = self.fresh("i");
-        self.inits.push(pb::TensorProto {
-            name: name.clone(),
-            dims: shape.iter().map(|&d| d as i64).collect(),
-            data_type: INT64,
-            int64_data: data,
-            ..Default::default()
-        });
+        self.initializer(
+            "i",
+            shape,
+            pb::TensorProto { data_type: INT64, int64_data: data, ..Default::default() },
+        )
+    }
+
+    fn initializer(&mut self, prefix: &str, shape: &[usize], tensor: pb::TensorProto) -> String {
+        let name = self.fresh(prefix);
+        let dims = shape.iter().map(|&d| d as i64).collect();
+        self.inits.push(pb::TensorProto { name: name.clone(), dims, ..tensor });
         name
     }
 

@@ -154,6 +154,19 @@ pub async fn post_raw(url: &str, body: Vec<u8>) -> (u16, Value) {
     (status, resp.json().await.expect("JSON answer"))
 }
 
+/// Upload `body` as a batch job (`POST /api/v1/batch?{query}`); the status and the answer.
+pub async fn post_batch(node: &str, query: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let resp = http()
+        .post(format!("{node}/api/v1/batch?{query}"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
 pub async fn get_json(url: &str) -> (u16, Value) {
     let resp = http().get(url).send().await.expect("request");
     let status = resp.status().as_u16();

@@ -142,10 +142,8 @@ impl Runtime for Fallback {
             match self.gpu.run(input) {
                 Err(ModelError::Run(why)) => {
                     if !self.failed.swap(true, Ordering::SeqCst) {
-                        eprintln!(
-                            "meridian-models: {} failed ({why}); serving on tract from now on",
-                            self.gpu.name()
-                        );
+                        let runtime = self.gpu.name();
+                        tracing::warn!(runtime, %why, "GPU batch failed; serving on tract from now on");
                     }
                 }
                 other => return other,

@@ -50,7 +50,7 @@ pub enum SubmitError {
 pub struct WorkerPool {
     tx: Sender<Job>,
     capacity: usize,
-    /// Batch-job chunks, taken only when `tx` is empty.
+    /// Batch-job chunks, served by the pool's own low-priority thread.
     low_tx: Sender<Job>,
 }
 
@@ -91,27 +91,31 @@ impl WorkerPool {
     /// Queue a batch-job chunk on the low-priority lane (its own lowered-priority thread, never
     /// the real-time workers). Full lane: `QueueFull` (the caller waits for its earlier chunks).
     pub fn submit_low(&self, input: InputBatch) -> Result<oneshot::Receiver<JobResult>, SubmitError> {
-        let (reply, rx) = oneshot::channel();
-        match self.low_tx.try_send(Job { input, reply }) {
-            Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(SubmitError::QueueFull(LOW_QUEUE_CAPACITY)),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
-        }
+        queue(&self.low_tx, LOW_QUEUE_CAPACITY, input)
     }
 
     /// Queue `input`; the receiver gets the rows' outputs.
     pub fn submit(&self, input: InputBatch) -> Result<oneshot::Receiver<JobResult>, SubmitError> {
-        let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { input, reply }) {
-            Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(SubmitError::QueueFull(self.capacity)),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
-        }
+        queue(&self.tx, self.capacity, input)
     }
 
     /// Jobs waiting (not counting those being run).
     pub fn depth(&self) -> usize {
         self.tx.len()
+    }
+}
+
+/// Put `input` on a bounded queue without waiting.
+fn queue(
+    tx: &Sender<Job>,
+    capacity: usize,
+    input: InputBatch,
+) -> Result<oneshot::Receiver<JobResult>, SubmitError> {
+    let (reply, rx) = oneshot::channel();
+    match tx.try_send(Job { input, reply }) {
+        Ok(()) => Ok(rx),
+        Err(TrySendError::Full(_)) => Err(SubmitError::QueueFull(capacity)),
+        Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
     }
 }
 

@@ -2,7 +2,8 @@
 
 use tract_onnx::pb;
 
-use super::compile::{axis, per_row, strides_of, Const, Unsupported};
+use super::compile::Const;
+use super::shape::{axis, broadcast, per_row, strides_of, Unsupported};
 
 type Res<T> = Result<T, Unsupported>;
 
@@ -17,19 +18,11 @@ fn with_data(shape: Vec<usize>, data: Vec<f32>, int: bool) -> Const {
 
 /// Elementwise arithmetic on two constants, with numpy broadcasting.
 pub(crate) fn binary(op: &str, a: &Const, b: &Const) -> Res<Const> {
-    let rank = a.shape.len().max(b.shape.len());
+    let shape = broadcast(&a.shape, &b.shape)?;
+    let rank = shape.len();
     let pad =
         |s: &[usize]| std::iter::repeat_n(1, rank - s.len()).chain(s.iter().copied()).collect::<Vec<_>>();
     let (sa, sb) = (pad(&a.shape), pad(&b.shape));
-    let mut shape = Vec::with_capacity(rank);
-    for (p, q) in sa.iter().zip(&sb) {
-        shape.push(match (p, q) {
-            (p, q) if p == q => *p,
-            (1, q) => *q,
-            (p, 1) => *p,
-            _ => return no(format!("constants of shapes {:?} and {:?} do not broadcast", a.shape, b.shape)),
-        });
-    }
     let (ta, tb, to) = (strides_of(&sa), strides_of(&sb), strides_of(&shape));
     let int = a.ints.is_some() && b.ints.is_some();
     let mut data = Vec::with_capacity(per_row(&shape));

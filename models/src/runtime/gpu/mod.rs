@@ -15,7 +15,9 @@
 mod compile;
 mod exec;
 mod fold;
+mod lower;
 mod ops;
+mod shape;
 mod wgsl;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,13 +86,13 @@ impl GpuContext {
         let flag = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
             flag.store(true, Ordering::SeqCst);
-            tracing_free_log(&format!("gpu device lost ({reason:?}): {msg}"));
+            tracing::error!(?reason, %msg, "gpu device lost");
         });
         // Errors outside a scope must not abort the process (wgpu's default handler panics).
         let flag = lost.clone();
         device.on_uncaptured_error(Arc::new(move |e| {
             flag.store(true, Ordering::SeqCst);
-            tracing_free_log(&format!("gpu error: {e}"));
+            tracing::error!(error = %e, "gpu error outside a batch; the device is marked lost");
         }));
         Ok(Some(Arc::new(Self { device, queue, info, lost })))
     }
@@ -98,10 +100,6 @@ impl GpuContext {
     /// `name (backend, type)`, for logs and `models show`.
     pub fn describe(&self) -> String {
         format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
-    }
-
-    pub fn is_software(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu
     }
 
     /// Whether the device was lost or raised an error no batch could catch.
@@ -113,11 +111,6 @@ impl GpuContext {
     pub fn mark_lost(&self) {
         self.lost.store(true, Ordering::SeqCst);
     }
-}
-
-/// The models crate has no logging dependency; device events go to stderr.
-fn tracing_free_log(msg: &str) {
-    eprintln!("meridian-models: {msg}");
 }
 
 /// Tuning of a GPU model.
@@ -194,15 +187,6 @@ impl GpuRuntime {
     pub fn steps(&self) -> usize {
         self.exec.program().steps.len()
     }
-
-    /// The most rows one submission takes.
-    pub fn max_rows(&self) -> usize {
-        self.exec.max_rows
-    }
-
-    fn run_chunk(&self, values: &[f32], rows: usize) -> Result<Vec<Vec<f32>>, ModelError> {
-        self.exec.run(&self.ctx, values, rows, self.options.poison)
-    }
 }
 
 impl Runtime for GpuRuntime {
@@ -226,7 +210,9 @@ impl Runtime for GpuRuntime {
         while start < input.rows {
             let rows = chunk.min(input.rows - start);
             let values = &input.values[start * input.width..(start + rows) * input.width];
-            for (all, part) in outputs.iter_mut().zip(self.run_chunk(values, rows)?) {
+            for (all, part) in
+                outputs.iter_mut().zip(self.exec.run(&self.ctx, values, rows, self.options.poison)?)
+            {
                 all.extend_from_slice(&part);
             }
             start += rows;

@@ -4,8 +4,9 @@
 
 use std::fmt::Write;
 
-use super::compile::{strides_of, Src};
+use super::compile::Src;
 use super::ops::{Activation, Count, StepKind};
+use super::shape::strides_of;
 
 /// Workgroup size of the one-dimensional kernels.
 pub(crate) const WG: u32 = 256;

@@ -36,8 +36,8 @@ fi
 
 # --- Python client used by the compatibility tests ---------------------------------------------
 venv="$target/test-venv"
-if ! "$venv/bin/python" -c 'import tritonclient.http, numpy' >/dev/null 2>&1; then
-  say "creating $venv (tritonclient for the Open Inference Protocol tests)"
+if ! "$venv/bin/python" -c 'import tritonclient.http, numpy, aioquic' >/dev/null 2>&1; then
+  say "creating $venv (tritonclient for the Open Inference Protocol tests, aioquic for HTTP/3)"
   mkdir -p "$target"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r deploy/test-requirements.txt

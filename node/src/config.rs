@@ -14,8 +14,13 @@ pub struct NodeConfig {
     /// Unique name of this node in the mesh; answers carry it as `served_by`.
     pub id: String,
     pub region: String,
-    /// Address of the HTTP front end.
+    /// Address of the HTTP/1.1 + HTTP/2 front end (TCP), TLS unless `tls.plaintext_http`.
     pub listen: SocketAddr,
+    /// UDP address of HTTP/3 and the native QUIC protocol; with TLS and no address here, the
+    /// same address and port as `listen`. Never without TLS.
+    pub quic_listen: Option<SocketAddr>,
+    /// The node's certificate and key, or plaintext HTTP/1.1 for local development.
+    pub tls: crate::transport::tls::TlsConfig,
     /// URL clients and peers use to reach this node; `http://<bound address>` when absent.
     pub advertise_url: Option<String>,
     /// Control's base URL; without it the node serves its persisted catalog only.
@@ -121,6 +126,8 @@ impl Default for NodeConfig {
             id: "node-1".to_string(),
             region: "local".to_string(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            quic_listen: None,
+            tls: crate::transport::tls::TlsConfig::default(),
             advertise_url: None,
             control_url: None,
             data_dir: PathBuf::from("/var/lib/meridian/node"),
@@ -170,6 +177,10 @@ impl NodeConfig {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 p.push(format!("control_url {url:?} must start with http:// or https://"));
             }
+        }
+        p.extend(self.tls.problems());
+        if self.quic_listen.is_some() && !self.tls.enabled() {
+            p.push("quic_listen needs tls.cert and tls.key: QUIC is always encrypted".to_string());
         }
         if self.data_dir.as_os_str().is_empty() {
             p.push("data_dir must be set".to_string());

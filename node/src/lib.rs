@@ -11,16 +11,21 @@
 //! - [`sync`]: following control's catalog, fetching artifacts by digest, persisting the last
 //!   good catalog so a restart serves with control down; heartbeats to control.
 //! - [`telemetry`]: Prometheus metrics, defined once.
+//! - [`transport`]: TLS 1.3, HTTP/1.1 over TLS, the QUIC endpoint with HTTP/3 and the native
+//!   protocol ([`native`]).
 //! - [`node`]: `spawn(config, shutdown)`: start everything, stop everything.
 
 pub mod batch;
+pub mod client;
 pub mod config;
 pub mod features;
 pub mod inference;
+pub mod native;
 pub mod node;
 pub mod serve;
 pub mod sync;
 pub mod telemetry;
+pub mod transport;
 
 pub use config::NodeConfig;
 pub use node::{spawn, NodeError, NodeHandle, NodeState};

@@ -30,6 +30,8 @@ pub struct NodeState {
     pub shutdown: CancellationToken,
     /// The GPU models may run on; `None` without an adapter or with `runtime = "cpu"`.
     pub gpu: Option<Arc<GpuContext>>,
+    /// Where HTTP/3 and the native protocol listen (UDP); `None` without TLS.
+    pub quic_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -50,6 +52,8 @@ pub enum NodeError {
     Serve(std::io::Error),
     #[error("GPU: {0}")]
     Gpu(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::transport::tls::TlsError),
 }
 
 /// One device per process and kind of adapter, shared by every node in it (`meridian up`
@@ -91,9 +95,41 @@ async fn open_gpu(config: &NodeConfig) -> Result<Option<Arc<GpuContext>>, NodeEr
     Ok(ctx)
 }
 
+/// The bound front doors: TCP (TLS or plaintext) and, with TLS, the QUIC endpoint.
+struct Front {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    tls: Option<crate::transport::tls::ServerTls>,
+    quic: Option<quinn::Endpoint>,
+    quic_addr: Option<SocketAddr>,
+}
+
+impl Front {
+    async fn bind(config: &NodeConfig) -> Result<Self, NodeError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(NodeError::Serve)?;
+        let tls = crate::transport::tls::ServerTls::load(&config.tls)?;
+        let quic = match &tls {
+            Some(tls) => {
+                let at = config.quic_listen.unwrap_or(addr);
+                let bound = crate::transport::quic::bind(at, tls);
+                Some(bound.map_err(|source| NodeError::Bind { addr: at, source })?)
+            }
+            None => None,
+        };
+        let quic_addr =
+            quic.as_ref().map(quinn::Endpoint::local_addr).transpose().map_err(NodeError::Serve)?;
+        Ok(Self { listener, addr, tls, quic, quic_addr })
+    }
+}
+
 /// A running node.
 pub struct NodeHandle {
     pub addr: SocketAddr,
+    /// The QUIC endpoint's address (HTTP/3 and native), when the node has TLS.
+    pub quic_addr: Option<SocketAddr>,
     pub state: Arc<NodeState>,
     /// Ends when the node has stopped (front end drained, background tasks ended).
     pub task: JoinHandle<Result<(), NodeError>>,
@@ -110,22 +146,20 @@ impl NodeHandle {
 /// requests finish, the background tasks end.
 pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<NodeHandle, NodeError> {
     config.validate().map_err(NodeError::Config)?;
-    let store = LocalStore::open(&config.data_dir)
-        .map_err(|source| NodeError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    let data_error = |e: String| NodeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source: std::io::Error::other(e),
+    };
+    let store = LocalStore::open(&config.data_dir).map_err(|e| data_error(e.to_string()))?;
     let features = FeatureStore::open(config.features.clone(), &config.data_dir.join("features.sled"))
-        .map_err(|e| NodeError::DataDir {
-            path: config.data_dir.display().to_string(),
-            source: std::io::Error::other(e),
-        })?;
+        .map_err(|e| data_error(e.to_string()))?;
     let features = Arc::new(features);
-    let batch = crate::batch::Batches::open(&config.data_dir, &config.batch).map_err(|e| {
-        NodeError::DataDir { path: config.data_dir.display().to_string(), source: std::io::Error::other(e) }
-    })?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(NodeError::Serve)?;
-    let url = config.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let batch = crate::batch::Batches::open(&config.data_dir, &config.batch)
+        .map_err(|e| data_error(e.to_string()))?;
+    let front = Front::bind(&config).await?;
+    let (addr, quic_addr) = (front.addr, front.quic_addr);
+    let scheme = if front.tls.is_some() { "https" } else { "http" };
+    let url = config.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let results = ResultCache::new(
         config.result_cache_capacity,
         std::time::Duration::from_secs(config.result_cache_ttl_secs),
@@ -137,6 +171,7 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
     let gpu = open_gpu(&config).await?;
     let state = Arc::new(NodeState {
         gpu,
+        quic_addr,
         config,
         url,
         table: ArcSwap::from_pointee(ServingTable::default()),
@@ -157,13 +192,28 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
     let heartbeat = tokio::spawn(crate::sync::heartbeat(state.clone()));
     let invalidations = tokio::spawn(features.follow_invalidations(shutdown.clone()));
     let reports = tokio::spawn(crate::sync::report::report(state.clone()));
-    tracing::info!(node = %state.config.id, region = %state.config.region, %addr, "node listening");
+    let Front { listener, tls, quic, .. } = front;
+    let quic = quic.map(|endpoint| {
+        tokio::spawn(crate::transport::quic::serve(endpoint, state.clone(), app.clone(), shutdown.clone()))
+    });
+    let tcp_app = match quic_addr {
+        Some(at) => crate::serve::advertise_h3(app, at.port()),
+        None => app,
+    };
+    tracing::info!(
+        node = %state.config.id, region = %state.config.region, %addr, quic = ?quic_addr,
+        tls = tls.is_some(), "node listening"
+    );
     let state_for_stop = state.clone();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(NodeError::Serve);
+        let served = match tls {
+            Some(tls) => crate::transport::tcp::serve_tls(listener, tls.tcp, tcp_app, shutdown.clone()).await,
+            None => axum::serve(listener, tcp_app).with_graceful_shutdown(shutdown.cancelled_owned()).await,
+        }
+        .map_err(NodeError::Serve);
+        if let Some(quic) = quic {
+            let _ = quic.await;
+        }
         let _ = sync.await;
         let _ = heartbeat.await;
         let _ = invalidations.await;
@@ -173,5 +223,5 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         state_for_stop.features.flush().await;
         served
     });
-    Ok(NodeHandle { addr, state, task })
+    Ok(NodeHandle { addr, quic_addr, state, task })
 }

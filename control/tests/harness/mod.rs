@@ -72,8 +72,23 @@ pub fn node_config(id: &str, control: Option<String>, data_dir: &Path) -> NodeCo
         data_dir: data_dir.to_path_buf(),
         catalog_wait_ms: 2_000,
         heartbeat_ms: 500,
+        tls: meridian_node::transport::tls::TlsConfig { plaintext_http: true, ..Default::default() },
         ..NodeConfig::default()
     }
+}
+
+/// A node config with TLS: a development CA in `dir/certs` signs the node's certificate for
+/// 127.0.0.1 and localhost; HTTP/1.1 over TLS on TCP, HTTP/3 and native QUIC on UDP. Returns
+/// the config and the CA's PEM path for clients.
+pub fn tls_node_config(id: &str, control: Option<String>, data_dir: &Path) -> (NodeConfig, PathBuf) {
+    let certs = data_dir.join("certs");
+    let ca = meridian_node::transport::certs::DevCa::open_or_create(&certs).unwrap();
+    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let (cert, key) = ca.issue(&names, &certs, id).unwrap();
+    let mut config = node_config(id, control, data_dir);
+    config.tls =
+        meridian_node::transport::tls::TlsConfig { cert: Some(cert), key: Some(key), plaintext_http: false };
+    (config, ca.cert_path.clone())
 }
 
 impl Node {

@@ -99,6 +99,20 @@ impl WorkerPool {
         queue(&self.tx, self.capacity, input)
     }
 
+    /// Like [`Self::submit`], but a refused input comes back, so the caller can wait and retry
+    /// (streams are flow-controlled rather than refused).
+    pub fn try_submit(
+        &self,
+        input: InputBatch,
+    ) -> Result<oneshot::Receiver<JobResult>, (SubmitError, InputBatch)> {
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Job { input, reply }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(job)) => Err((SubmitError::QueueFull(self.capacity), job.input)),
+            Err(TrySendError::Disconnected(job)) => Err((SubmitError::Closed, job.input)),
+        }
+    }
+
     /// Jobs waiting (not counting those being run).
     pub fn depth(&self) -> usize {
         self.tx.len()

@@ -9,12 +9,14 @@
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //! - Batch jobs (`/api/v1/batch…`) are routed here; their handlers live in [`crate::batch::http`].
 
+pub mod auth_hook;
 pub mod error;
 pub mod features;
 pub mod feedback;
 pub mod health;
 pub mod path;
 pub mod seed;
+pub mod stream;
 pub mod v2;
 pub mod v2_binary;
 
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/v1/models/{model}/predict", post(seed::predict))
+        .route("/api/v1/models/{model}/stream", post(stream::stream).layer(DefaultBodyLimit::disable()))
         .route("/api/v1/node", get(health::node))
         .route("/api/v1/feedback", post(feedback::feedback))
         .route("/api/v1/features/{view}/{entity}", get(features::get).put(features::put))
@@ -65,4 +68,17 @@ pub fn router(state: AppState) -> Router {
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Add `Alt-Svc: h3=":port"` to every answer, so HTTP/1.1 and HTTP/2 clients learn of HTTP/3.
+pub fn advertise_h3(router: Router, port: u16) -> Router {
+    let value = axum::http::HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400"))
+        .unwrap_or(axum::http::HeaderValue::from_static("clear"));
+    router.layer(axum::middleware::map_response(move |mut response: axum::response::Response| {
+        let value = value.clone();
+        async move {
+            response.headers_mut().insert(axum::http::header::ALT_SVC, value);
+            response
+        }
+    }))
 }

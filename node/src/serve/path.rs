@@ -174,11 +174,6 @@ impl Observation {
 
     /// Record the outcome (the answer and the rows it scored, or the error) and answer.
     pub fn finish(self, state: &NodeState, result: Result<(Response, usize), ApiError>) -> Response {
-        let (model, version) = match &self.served {
-            Some((m, v)) => (m.as_str(), v.to_string()),
-            None => ("_unresolved", String::new()),
-        };
-        let secs = self.started.elapsed().as_secs_f64();
         let (response, code, rows) = match result {
             Ok((response, rows)) => (response, 200, rows),
             Err(e) => {
@@ -186,6 +181,17 @@ impl Observation {
                 (e.into_response(), code, 0)
             }
         };
+        self.record(state, code, rows);
+        response
+    }
+
+    /// Record an outcome: `code` is the HTTP status it had or would have had.
+    pub fn record(self, state: &NodeState, code: u16, rows: usize) {
+        let (model, version) = match &self.served {
+            Some((m, v)) => (m.as_str(), v.to_string()),
+            None => ("_unresolved", String::new()),
+        };
+        let secs = self.started.elapsed().as_secs_f64();
         let arm = self.arm.as_deref().unwrap_or_default();
         let outcome = Outcome { model, version: &version, arm, api: self.api, code, seconds: secs, rows };
         state.metrics.observe(&outcome);
@@ -200,6 +206,5 @@ impl Observation {
                 degraded: self.degraded,
             });
         }
-        response
     }
 }

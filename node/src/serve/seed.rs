@@ -244,6 +244,12 @@ async fn lookup_entities(
     Ok(stored)
 }
 
+/// Rows of named features (defaults filling the gaps) → the model's input columns: the
+/// streaming front ends' rows.
+pub(crate) fn plain_batch(model: &LoadedModel, rows: &[Map<String, Value>]) -> Result<InputBatch, ApiError> {
+    Ok(to_batch(model, rows, false, &Stored::default())?.0)
+}
+
 /// Rows of named features (with stored values and defaults) → the model's input columns.
 fn to_batch(
     model: &LoadedModel,

@@ -1,0 +1,166 @@
+//! HTTP/3 through h3 on quinn: one QUIC connection, a request per stream.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::{
+    ndjson, parse_seed, quic_connect, seed_body, stream_line, Answer, ClientError, ClientOptions, Prediction,
+    Rows,
+};
+
+type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+
+/// Answers larger than this are refused.
+const MAX_ANSWER: usize = 64 << 20;
+
+#[derive(Clone)]
+pub struct H3Client {
+    send: SendRequest,
+    authority: String,
+    token: Option<String>,
+    timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for H3Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "H3Client({})", self.authority)
+    }
+}
+
+fn h3_error(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Connection(e.to_string())
+}
+
+/// NDJSON lines split across chunks → predictions, as lines complete.
+#[derive(Debug, Default)]
+pub(super) struct Lines {
+    buf: BytesMut,
+}
+
+impl Lines {
+    pub(super) fn push(&mut self, chunk: &[u8]) -> Result<Vec<Prediction>, ClientError> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
+            let line = self.buf.split_to(at + 1);
+            if line.len() > 1 {
+                out.push(stream_line(&line[..line.len() - 1])?);
+            }
+        }
+        if self.buf.len() > MAX_ANSWER {
+            return Err(ClientError::Protocol("an answer line over 64 MiB".into()));
+        }
+        Ok(out)
+    }
+}
+
+impl H3Client {
+    pub async fn connect(options: &ClientOptions) -> Result<Self, ClientError> {
+        let conn = quic_connect(options, crate::transport::tls::ALPN_H3).await?;
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn)).await.map_err(h3_error)?;
+        tokio::spawn(async move {
+            let _ = futures_util::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        let authority =
+            options.url.split("://").nth(1).unwrap_or_default().split('/').next().unwrap_or_default();
+        Ok(Self {
+            send,
+            authority: authority.to_string(),
+            token: options.token.clone(),
+            timeout: options.timeout,
+        })
+    }
+
+    fn request(&self, path: &str, content_type: &str) -> Result<http::Request<()>, ClientError> {
+        let mut r = http::Request::post(format!("https://{}{path}", self.authority))
+            .header("content-type", content_type);
+        if let Some(t) = &self.token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        r.body(()).map_err(|e| ClientError::Setup(e.to_string()))
+    }
+
+    pub async fn post(&self, path: &str, body: Bytes) -> Result<(u16, Bytes), ClientError> {
+        let work = async {
+            let mut send = self.send.clone();
+            let mut stream =
+                send.send_request(self.request(path, "application/json")?).await.map_err(h3_error)?;
+            stream.send_data(body).await.map_err(h3_error)?;
+            stream.finish().await.map_err(h3_error)?;
+            let resp = stream.recv_response().await.map_err(h3_error)?;
+            let mut out = BytesMut::new();
+            while let Some(mut chunk) = stream.recv_data().await.map_err(h3_error)? {
+                if out.len() + chunk.remaining() > MAX_ANSWER {
+                    return Err(ClientError::Protocol("an answer over 64 MiB".into()));
+                }
+                out.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+            }
+            Ok((resp.status().as_u16(), out.freeze()))
+        };
+        tokio::time::timeout(self.timeout, work).await.map_err(|_| ClientError::Timeout(self.timeout))?
+    }
+
+    pub async fn predict(&self, model: &str, rows: Rows) -> Result<Answer, ClientError> {
+        let body = serde_json::to_vec(&seed_body(&rows)?).map_err(|e| ClientError::Setup(e.to_string()))?;
+        let (status, body) = self.post(&format!("/api/v1/models/{model}/predict"), body.into()).await?;
+        parse_seed(status, &body)
+    }
+
+    pub async fn stream(
+        &self,
+        model: &str,
+        mut chunks: mpsc::Receiver<Rows>,
+    ) -> Result<mpsc::Receiver<Result<Vec<Prediction>, ClientError>>, ClientError> {
+        let mut send = self.send.clone();
+        let request = self.request(&format!("/api/v1/models/{model}/stream"), "application/x-ndjson")?;
+        let stream = send.send_request(request).await.map_err(h3_error)?;
+        let (mut out, mut back) = stream.split();
+        let (tx, rx) = mpsc::channel(crate::serve::stream::DEPTH);
+        let writer_tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(rows) = chunks.recv().await {
+                let body = match ndjson(&rows) {
+                    Ok(b) => b,
+                    Err(e) => return writer_tx.send(Err(e)).await.unwrap_or(()),
+                };
+                if out.send_data(body).await.is_err() {
+                    return;
+                }
+            }
+            let _ = out.finish().await;
+        });
+        tokio::spawn(async move {
+            let resp = match back.recv_response().await {
+                Ok(r) => r,
+                Err(e) => return tx.send(Err(h3_error(e))).await.unwrap_or(()),
+            };
+            let status = resp.status().as_u16();
+            let mut lines = Lines::default();
+            let mut body = BytesMut::new();
+            loop {
+                let item = match back.recv_data().await {
+                    Ok(Some(mut chunk)) if status == 200 => {
+                        lines.push(&chunk.copy_to_bytes(chunk.remaining()))
+                    }
+                    Ok(Some(mut chunk)) => {
+                        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+                        continue;
+                    }
+                    Ok(None) if status == 200 => return,
+                    Ok(None) => Err(parse_seed(status, &body)
+                        .err()
+                        .unwrap_or(ClientError::Protocol("refused".into()))),
+                    Err(e) => Err(h3_error(e)),
+                };
+                if matches!(&item, Ok(v) if v.is_empty()) {
+                    continue;
+                }
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}

@@ -1,0 +1,112 @@
+//! HTTP/1.1 (and HTTP/2 when the node offers it) through reqwest on rustls.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{
+    ndjson, parse_seed, seed_body, tls_config, Answer, ClientError, ClientOptions, Prediction, Rows,
+};
+
+#[derive(Debug, Clone)]
+pub struct Http1Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Http1Client {
+    pub fn new(options: &ClientOptions) -> Result<Self, ClientError> {
+        let tls = tls_config(options, &[b"http/1.1"])?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(5).min(options.timeout))
+            .timeout(options.timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        let base = options.url.trim_end_matches('/').to_string();
+        Ok(Self { http, base, token: options.token.clone() })
+    }
+
+    fn request(&self, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.post(format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    fn failed(&self, e: &reqwest::Error) -> ClientError {
+        if e.is_timeout() {
+            return ClientError::Timeout(Duration::ZERO);
+        }
+        ClientError::Connect { url: self.base.clone(), reason: e.to_string() }
+    }
+
+    pub async fn post(&self, path: &str, body: Bytes) -> Result<(u16, Bytes), ClientError> {
+        let resp = self
+            .request(path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| self.failed(&e))?;
+        Ok((status, body))
+    }
+
+    pub async fn predict(&self, model: &str, rows: Rows) -> Result<Answer, ClientError> {
+        let body = serde_json::to_vec(&seed_body(&rows)?).map_err(|e| ClientError::Setup(e.to_string()))?;
+        let (status, body) = self.post(&format!("/api/v1/models/{model}/predict"), body.into()).await?;
+        parse_seed(status, &body)
+    }
+
+    pub async fn stream(
+        &self,
+        model: &str,
+        chunks: mpsc::Receiver<Rows>,
+    ) -> Result<mpsc::Receiver<Result<Vec<Prediction>, ClientError>>, ClientError> {
+        let body = futures_util::stream::unfold(chunks, |mut chunks| async move {
+            let rows = chunks.recv().await?;
+            Some((ndjson(&rows).map_err(|e| std::io::Error::other(e.to_string())), chunks))
+        });
+        let resp = self
+            .request(&format!("/api/v1/models/{model}/stream"))
+            .header("content-type", "application/x-ndjson")
+            .body(reqwest::Body::wrap_stream(body))
+            .timeout(Duration::from_secs(24 * 3600))
+            .send()
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(parse_seed(status, &body)
+                .err()
+                .unwrap_or(ClientError::Protocol("stream refused".into())));
+        }
+        let (tx, rx) = mpsc::channel(crate::serve::stream::DEPTH);
+        let mut bytes = resp.bytes_stream();
+        tokio::spawn(async move {
+            let mut lines = super::h3::Lines::default();
+            while let Some(chunk) = bytes.next().await {
+                let item = match chunk {
+                    Ok(chunk) => lines.push(&chunk),
+                    Err(e) => Err(ClientError::Connection(e.to_string())),
+                };
+                if matches!(&item, Ok(v) if v.is_empty()) {
+                    continue;
+                }
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}

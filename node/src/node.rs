@@ -102,6 +102,7 @@ struct Front {
     tls: Option<crate::transport::tls::ServerTls>,
     quic: Option<quinn::Endpoint>,
     quic_addr: Option<SocketAddr>,
+    plaintext: bool,
 }
 
 impl Front {
@@ -121,7 +122,44 @@ impl Front {
         };
         let quic_addr =
             quic.as_ref().map(quinn::Endpoint::local_addr).transpose().map_err(NodeError::Serve)?;
-        Ok(Self { listener, addr, tls, quic, quic_addr })
+        let plaintext = config.tls.plaintext_http;
+        Ok(Self { listener, addr, tls, quic, quic_addr, plaintext })
+    }
+
+    /// Serve `app` on every front door until `shutdown`; ends when all have drained.
+    async fn serve(
+        self,
+        state: Arc<NodeState>,
+        app: axum::Router,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let tls = self.tcp_tls();
+        let quic = self.quic.map(|endpoint| {
+            tokio::spawn(crate::transport::quic::serve(endpoint, state, app.clone(), shutdown.clone()))
+        });
+        let tcp_app = match self.quic_addr {
+            Some(at) => crate::serve::advertise_h3(app, at.port()),
+            None => app,
+        };
+        let served = match tls {
+            Some(tls) => crate::transport::tcp::serve_tls(self.listener, tls.tcp, tcp_app, shutdown).await,
+            None => {
+                axum::serve(self.listener, tcp_app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+            }
+        };
+        if let Some(quic) = quic {
+            let _ = quic.await;
+        }
+        served
+    }
+
+    /// TLS for the TCP listener: none when plaintext HTTP was asked for.
+    fn tcp_tls(&self) -> Option<crate::transport::tls::ServerTls> {
+        if self.plaintext {
+            None
+        } else {
+            self.tls.clone()
+        }
     }
 }
 
@@ -158,7 +196,7 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         .map_err(|e| data_error(e.to_string()))?;
     let front = Front::bind(&config).await?;
     let (addr, quic_addr) = (front.addr, front.quic_addr);
-    let scheme = if front.tls.is_some() { "https" } else { "http" };
+    let scheme = if front.tcp_tls().is_some() { "https" } else { "http" };
     let url = config.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let results = ResultCache::new(
         config.result_cache_capacity,
@@ -192,28 +230,15 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
     let heartbeat = tokio::spawn(crate::sync::heartbeat(state.clone()));
     let invalidations = tokio::spawn(features.follow_invalidations(shutdown.clone()));
     let reports = tokio::spawn(crate::sync::report::report(state.clone()));
-    let Front { listener, tls, quic, .. } = front;
-    let quic = quic.map(|endpoint| {
-        tokio::spawn(crate::transport::quic::serve(endpoint, state.clone(), app.clone(), shutdown.clone()))
-    });
-    let tcp_app = match quic_addr {
-        Some(at) => crate::serve::advertise_h3(app, at.port()),
-        None => app,
-    };
     tracing::info!(
         node = %state.config.id, region = %state.config.region, %addr, quic = ?quic_addr,
-        tls = tls.is_some(), "node listening"
+        tls = front.tcp_tls().is_some(), "node listening"
     );
+    let serving = tokio::spawn(front.serve(state.clone(), app, shutdown.clone()));
     let state_for_stop = state.clone();
     let task = tokio::spawn(async move {
-        let served = match tls {
-            Some(tls) => crate::transport::tcp::serve_tls(listener, tls.tcp, tcp_app, shutdown.clone()).await,
-            None => axum::serve(listener, tcp_app).with_graceful_shutdown(shutdown.cancelled_owned()).await,
-        }
-        .map_err(NodeError::Serve);
-        if let Some(quic) = quic {
-            let _ = quic.await;
-        }
+        let served =
+            serving.await.unwrap_or_else(|e| Err(std::io::Error::other(e))).map_err(NodeError::Serve);
         let _ = sync.await;
         let _ = heartbeat.await;
         let _ = invalidations.await;

@@ -14,6 +14,7 @@ macro_rules! say {
 }
 
 pub mod batch;
+pub mod certs;
 pub mod client;
 pub mod daemons;
 pub mod experiments;
@@ -52,6 +53,8 @@ pub enum Command {
     Control(daemons::ControlArgs),
     /// Run a serving node.
     Node(daemons::NodeArgs),
+    /// Make a development CA and a node certificate for TLS and QUIC.
+    Certs(certs::CertsArgs),
     /// Push, list, show, deploy, roll back and archive models.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -81,6 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up::run(args).await,
         Command::Control(args) => daemons::control(args).await,
         Command::Node(args) => daemons::node(args).await,
+        Command::Certs(args) => certs::run(&args),
         Command::Models(cmd) => models::run(&client::Client::new(&cli.control)?, cmd, &out).await,
         Command::Rollout(cmd) => rollout::run(&client::Client::new(&cli.control)?, cmd, &out).await,
         Command::Experiments(cmd) => experiments::run(&client::Client::new(&cli.control)?, cmd, &out).await,

@@ -1,20 +1,32 @@
-//! `meridian predict`: one row from flags, or a CSV / NDJSON file sent in batches.
+//! `meridian predict`: one row from flags, or a CSV / NDJSON file sent in batches or as one
+//! stream; over HTTP/1.1, HTTP/3 or the native QUIC protocol (the node client library).
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use meridian_node::client::{Answer, Client, ClientOptions, Rows, Transport};
 use serde_json::{Map, Value};
+use tokio::sync::mpsc;
 
 use super::output::{progress, table, Output};
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
     pub model: String,
-    /// Base URL of a node.
+    /// Base URL of a node. QUIC transports use the same host and port over UDP.
     #[arg(long, env = "MERIDIAN_NODE", default_value = "http://127.0.0.1:7071")]
     pub node: String,
+    /// `http1`, `h3` (HTTP/3) or `native` (the QUIC protocol of docs/protocol.md).
+    #[arg(long, default_value = "http1")]
+    pub transport: Transport,
+    /// PEM file of the CA that signed the node's certificate (`meridian up`: .meridian/up/certs/ca.pem).
+    #[arg(long, env = "MERIDIAN_CA")]
+    pub ca: Option<PathBuf>,
+    /// A JWT or API key.
+    #[arg(long, env = "MERIDIAN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// One row as a JSON object of features.
     #[arg(long, conflicts_with_all = ["feature", "file"])]
     pub features: Option<String>,
@@ -24,19 +36,12 @@ pub struct PredictArgs {
     /// A CSV (with a header row) or NDJSON file of rows; predictions are printed as NDJSON.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// Rows per request when reading a file.
+    /// Rows per request (or per stream chunk) when reading a file.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
-}
-
-async fn post(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
-    let resp = http.post(url).json(body).send().await.with_context(|| format!("cannot reach {url}"))?;
-    let status = resp.status();
-    let value: Value = resp.json().await.context("the node's answer is not JSON")?;
-    if !status.is_success() {
-        bail!("{status}: {}", value["error"].as_str().unwrap_or("(no message)"));
-    }
-    Ok(value)
+    /// Send the file as one stream: predictions come back in order as they are computed.
+    #[arg(long, requires = "file")]
+    pub stream: bool,
 }
 
 fn row_from_flags(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
@@ -83,53 +88,112 @@ fn read_rows(path: &PathBuf) -> anyhow::Result<Vec<Map<String, Value>>> {
 }
 
 pub async fn run(args: PredictArgs, out: &Output) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    let url = format!("{}/api/v1/models/{}/predict", args.node.trim_end_matches('/'), args.model);
+    let options = ClientOptions {
+        url: args.node.clone(),
+        transport: args.transport,
+        ca: args.ca.clone(),
+        token: args.api_key.clone(),
+        timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let client = Client::connect(options).await.with_context(|| format!("connecting to {}", args.node))?;
     if let Some(file) = &args.file {
-        return predict_file(&http, &url, file, args.batch_size.max(1)).await;
+        let rows = read_rows(file)?;
+        let batch = args.batch_size.max(1);
+        return if args.stream {
+            stream_file(&client, &args.model, rows, batch).await
+        } else {
+            predict_file(&client, &args.model, rows, batch).await
+        };
     }
     let row = match &args.features {
         Some(json) => serde_json::from_str(json).context("--features must be a JSON object")?,
         None if !args.feature.is_empty() => row_from_flags(&args.feature)?,
         None => bail!("give the row with --features '{{...}}', -f name=value, or --file"),
     };
-    let answer = post(&http, &url, &serde_json::json!({ "features": row })).await?;
-    out.show(&answer, || {
-        let mut t = table(&["prediction", "confidence", "model", "version", "served by", "latency ms"]);
+    let started = Instant::now();
+    let answer = client.predict(&args.model, Rows::Json(vec![row])).await?;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let Some(p) = answer.predictions.first() else { bail!("the node answered no prediction") };
+    let json = serde_json::json!({
+        "prediction": p.prediction, "confidence": p.confidence, "model": answer.model,
+        "model_version": answer.model_version, "served_by": answer.served_by, "latency_ms": ms,
+        "transport": args.transport.to_string(),
+    });
+    out.show(&json, || {
+        let mut t = table(&["prediction", "confidence", "model", "version", "served by", "round trip ms"]);
         t.add_row(vec![
-            answer["prediction"].to_string(),
-            answer.get("confidence").map_or("-".to_string(), Value::to_string),
-            answer["model"].as_str().unwrap_or_default().to_string(),
-            answer["model_version"].to_string(),
-            answer["served_by"].as_str().unwrap_or_default().to_string(),
-            format!("{:.3}", answer["latency_ms"].as_f64().unwrap_or_default()),
+            p.prediction.to_string(),
+            p.confidence.map_or("-".to_string(), |c| c.to_string()),
+            answer.model.clone(),
+            answer.model_version.to_string(),
+            answer.served_by.clone(),
+            format!("{ms:.3}"),
         ]);
         t
     })
 }
 
-async fn predict_file(http: &reqwest::Client, url: &str, file: &PathBuf, batch: usize) -> anyhow::Result<()> {
-    let rows = read_rows(file)?;
+fn print_answer(bar: &indicatif::ProgressBar, first_row: usize, answer: &Answer) {
+    for (j, p) in answer.predictions.iter().enumerate() {
+        let line = serde_json::json!({
+            "row": first_row + j,
+            "prediction": p.prediction,
+            "confidence": p.confidence,
+            "model_version": answer.model_version,
+        });
+        bar.suspend(|| say!("{line}"));
+    }
+}
+
+async fn predict_file(
+    client: &Client,
+    model: &str,
+    rows: Vec<Map<String, Value>>,
+    batch: usize,
+) -> anyhow::Result<()> {
     let bar = progress(rows.len(), "rows", false);
     for (i, chunk) in rows.chunks(batch).enumerate() {
-        let answer = post(http, url, &serde_json::json!({ "rows": chunk }))
+        let answer = client
+            .predict(model, Rows::Json(chunk.to_vec()))
             .await
             .with_context(|| format!("rows {}..{}", i * batch, i * batch + chunk.len()))?;
-        let version = &answer["model_version"];
-        for (j, p) in answer["predictions"].as_array().into_iter().flatten().enumerate() {
-            let line = serde_json::json!({
-                "row": i * batch + j,
-                "prediction": p["prediction"],
-                "confidence": p.get("confidence"),
-                "model_version": version,
-            });
-            bar.suspend(|| say!("{line}"));
-        }
+        print_answer(&bar, i * batch, &answer);
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// The whole file on one stream; predictions printed as they arrive.
+async fn stream_file(
+    client: &Client,
+    model: &str,
+    rows: Vec<Map<String, Value>>,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let bar = progress(rows.len(), "rows", false);
+    let (tx, rx) = mpsc::channel(8);
+    let chunks: Vec<Vec<Map<String, Value>>> = rows.chunks(batch).map(<[_]>::to_vec).collect();
+    tokio::spawn(async move {
+        for chunk in chunks {
+            if tx.send(Rows::Json(chunk)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answers = client.stream(model, rx).await?;
+    let mut done = 0;
+    while let Some(item) = answers.recv().await {
+        let predictions = item.with_context(|| format!("after {done} rows"))?;
+        for (j, p) in predictions.iter().enumerate() {
+            let line = serde_json::json!({ "row": done + j, "prediction": p.prediction, "confidence": p.confidence });
+            bar.suspend(|| say!("{line}"));
+        }
+        done += predictions.len();
+        bar.set_position(done as u64);
+    }
+    bar.finish_and_clear();
+    anyhow::ensure!(done == rows.len(), "the stream ended after {done} of {} rows", rows.len());
     Ok(())
 }

@@ -63,6 +63,35 @@ fn example_row() -> String {
     reference["rows"][0].to_string()
 }
 
+/// What is running and what to try.
+fn welcome(control_url: &str, nodes: &[meridian_node::NodeHandle], ca: &std::path::Path) {
+    let first = nodes[0].url();
+    say!("\nmeridian is up.\n\n  control    {}", control_url);
+    for (n, region) in nodes.iter().zip(REGIONS) {
+        let quic =
+            n.quic_addr.map_or_else(String::new, |a| format!("  + HTTP/3 and QUIC on udp/{}", a.port()));
+        say!("  node       {:<22} region {region:<9} {}{quic}", n.state.config.id, n.url());
+    }
+    say!("  CA         {} (trust it for HTTP/3 and QUIC)", ca.display());
+    say!("\n  models     {}", DEMO_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", "));
+    say!("\nTry:\n");
+    say!(
+        "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict -H 'content-type: application/json' \\\n    -d '{{\"features\": {}}}'\n",
+        example_row()
+    );
+    say!(
+        "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict -H 'content-type: application/json' \\\n    -d '{{\"entity\": {{\"patient_id\": \"p42\"}}}}'\n"
+    );
+    say!(
+        "  cargo run --release --bin meridian -- predict breast-cancer-mlp --transport native --ca {} \\\n    --features '{}'\n",
+        ca.display(),
+        example_row()
+    );
+    say!("  cargo run --release --bin meridian -- models list");
+    say!("  cargo run --release --bin meridian -- nodes");
+    say!("  curl -s {first}/v2/models/breast-cancer-mlp\n\nCtrl-C stops everything.");
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     let control_config = ControlConfig {
@@ -71,9 +100,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ..ControlConfig::default()
     };
     let control = crate::server::spawn(control_config, shutdown.clone()).await?;
+    // A development CA signs each node's certificate: HTTP/3 and native QUIC need TLS. HTTP/1.1
+    // stays plaintext here so the curl examples work as printed (local development).
+    let certs = args.data_dir.join("certs");
+    let ca = meridian_node::transport::certs::DevCa::open_or_create(&certs)?;
     let mut nodes = Vec::new();
     for (i, region) in REGIONS.iter().enumerate() {
         let id = format!("{region}-1");
+        let (cert, key) = ca.issue(&["127.0.0.1".to_string(), "localhost".to_string()], &certs, &id)?;
         let config = NodeConfig {
             id: id.clone(),
             region: region.to_string(),
@@ -81,6 +115,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             control_url: Some(control.url()),
             data_dir: args.data_dir.join(&id),
             heartbeat_ms: 2_000,
+            tls: meridian_node::transport::tls::TlsConfig {
+                cert: Some(cert),
+                key: Some(key),
+                plaintext_http: true,
+            },
             ..NodeConfig::default()
         };
         let mut config = config;
@@ -114,23 +153,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             resp.text().await?
         );
     }
-    let first = nodes[0].url();
-    say!("\nmeridian is up.\n\n  control    {}", control.url());
-    for (n, region) in nodes.iter().zip(REGIONS) {
-        say!("  node       {:<22} region {region:<9} {}", n.state.config.id, n.url());
-    }
-    say!("\n  models     {}", DEMO_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", "));
-    say!("\nTry:\n");
-    say!(
-        "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict -H 'content-type: application/json' \\\n    -d '{{\"features\": {}}}'\n",
-        example_row()
-    );
-    say!(
-        "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict -H 'content-type: application/json' \\\n    -d '{{\"entity\": {{\"patient_id\": \"p42\"}}}}'\n"
-    );
-    say!("  cargo run --release --bin meridian -- models list");
-    say!("  cargo run --release --bin meridian -- nodes");
-    say!("  curl -s {first}/v2/models/breast-cancer-mlp\n\nCtrl-C stops everything.");
+    welcome(&control.url(), &nodes, &ca.cert_path);
     shutdown.cancelled().await;
     eprintln!("stopping");
     for n in nodes {

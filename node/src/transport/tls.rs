@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 pub const ALPN_NATIVE: &[u8] = b"meridian/1";
 pub const ALPN_H3: &[u8] = b"h3";
 
-/// `[tls]`: the node's certificate. Without one the node serves plaintext HTTP/1.1 only when
-/// `plaintext_http = true` (local development), and no QUIC.
+/// `[tls]`: the node's certificate, for HTTPS on TCP and for QUIC (HTTP/3 and native). With
+/// `plaintext_http = true` (local development) the TCP listener serves HTTP/1.1 without TLS;
+/// QUIC still runs when there is a certificate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
@@ -21,7 +22,7 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, SEC1 or PKCS#1).
     pub key: Option<PathBuf>,
-    /// Serve HTTP/1.1 without TLS on `listen`. For local development only.
+    /// Serve HTTP/1.1 without TLS on `listen` (QUIC keeps TLS). For local development only.
     pub plaintext_http: bool,
 }
 

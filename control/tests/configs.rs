@@ -36,7 +36,9 @@ fn unknown_keys_are_refused_and_validate_reports_every_problem() {
     assert!(err.contains("queue_capacty"), "{err}");
     let config = NodeConfig::from_toml("id = \"\"\nqueue_capacity = 0\ncontrol_url = \"ftp://x\"").unwrap();
     let problems = config.validate().unwrap_err();
-    assert_eq!(problems.len(), 3, "{problems:?}");
+    // The three above, and no TLS certificate without plaintext_http asked for.
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("tls.plaintext_http")), "{problems:?}");
     let control = ControlConfig::from_toml("max_artifact_bytes = 1\nnode_down_after_secs = 0").unwrap();
     assert_eq!(control.validate().unwrap_err().len(), 2);
 }

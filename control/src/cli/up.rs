@@ -28,6 +28,9 @@ pub struct UpArgs {
     /// A Redis every node shares as the feature store; default: each node's own sled.
     #[arg(long)]
     pub redis: Option<String>,
+    /// Serve HTTP/1.1 over TLS too (with the development CA); default: plaintext HTTP/1.1.
+    #[arg(long)]
+    pub https: bool,
 }
 
 /// Push each bundled demo model that control does not have yet and deploy it if nothing of it
@@ -101,7 +104,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let control = crate::server::spawn(control_config, shutdown.clone()).await?;
     // A development CA signs each node's certificate: HTTP/3 and native QUIC need TLS. HTTP/1.1
-    // stays plaintext here so the curl examples work as printed (local development).
+    // stays plaintext here (unless --https) so the curl examples work as printed (local development).
     let certs = args.data_dir.join("certs");
     let ca = meridian_node::transport::certs::DevCa::open_or_create(&certs)?;
     let mut nodes = Vec::new();
@@ -118,7 +121,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             tls: meridian_node::transport::tls::TlsConfig {
                 cert: Some(cert),
                 key: Some(key),
-                plaintext_http: true,
+                plaintext_http: !args.https,
             },
             ..NodeConfig::default()
         };
@@ -142,7 +145,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Without Redis each node's sled is its own store, so every node gets the patients.
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let ca_pem = reqwest::Certificate::from_pem(&std::fs::read(&ca.cert_path)?)?;
+    let http =
+        reqwest::Client::builder().add_root_certificate(ca_pem).timeout(Duration::from_secs(30)).build()?;
     let loaders = if args.redis.is_some() { &nodes[..1] } else { &nodes[..] };
     for n in loaders {
         let url = format!("{}/api/v1/features/patients/ingest", n.url());

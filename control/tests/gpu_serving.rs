@@ -5,6 +5,8 @@
 
 mod harness;
 
+use serde_json::Value;
+
 use harness::*;
 use meridian_models::demo::DEMO_MODELS;
 use meridian_models::runtime::gpu::{GpuContext, GpuOptions};
@@ -77,6 +79,23 @@ async fn models_served_on_the_gpu_give_the_reference_answers_and_say_so() {
         .find(|l| l.starts_with("meridian_model_runtime{") && l.contains("breast-cancer-mlp"))
         .unwrap_or_else(|| panic!("no runtime metric for the MLP in:\n{metrics}"));
     assert!(line.contains("runtime=\"wgpu:"), "{line}");
+    // `meridian models show` lists where each model runs and why, from the nodes' reports.
+    for (model, want) in [("breast-cancer-mlp", "wgpu:"), ("diabetes-ridge", "tract-cpu")] {
+        let mut placements = Value::Null;
+        wait_for(&format!("{model}'s runtime reported to control"), || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+                .args(["--control", &control.url(), "--json", "models", "show", model])
+                .output()
+                .unwrap();
+            let shown: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            placements = shown["nodes"].clone();
+            let ok = placements[0]["node"] == "g1"
+                && placements[0]["runtime"].as_str().is_some_and(|r| r.starts_with(want));
+            async move { ok }
+        })
+        .await;
+        assert!(!placements[0]["runtime_reason"].as_str().unwrap().is_empty(), "{placements}");
+    }
     node.stop().await;
     control.stop().await;
 }

@@ -68,11 +68,18 @@ pub async fn run(client: &Client, cmd: ModelsCommand, out: &Output) -> anyhow::R
         }
         ModelsCommand::Show { name } => {
             let versions = client.show(&name).await?;
+            let nodes = client.nodes().await.unwrap_or_default();
+            if out.json {
+                let placements = placements(&name, &nodes);
+                return out
+                    .show(&serde_json::json!({ "versions": versions, "nodes": placements }), || table(&[]));
+            }
             out.show(&versions, || versions_table(&versions))?;
-            if let (false, Some(last)) = (out.json, versions.last()) {
+            if let Some(last) = versions.last() {
                 say!("{}", features_table(&last.spec));
                 say!("output: {}", serde_json::to_string(&last.spec.output)?);
             }
+            say!("{}", placements_table(&name, &nodes));
             Ok(())
         }
         ModelsCommand::Deploy { name, version } => {
@@ -85,6 +92,37 @@ pub async fn run(client: &Client, cmd: ModelsCommand, out: &Output) -> anyhow::R
             out.show(&versions, || versions_table(&versions))
         }
     }
+}
+
+/// Where each version of `model` is loaded: node, region, version, runtime and why.
+fn placements(model: &str, nodes: &[crate::directory::NodeStatus]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for n in nodes {
+        for m in n.info.models.iter().filter(|m| m.name == model) {
+            out.push(serde_json::json!({
+                "node": n.info.id, "region": n.info.region, "state": n.state, "version": m.version,
+                "live": m.live, "runtime": m.runtime, "runtime_reason": m.runtime_reason,
+            }));
+        }
+    }
+    out
+}
+
+fn placements_table(model: &str, nodes: &[crate::directory::NodeStatus]) -> comfy_table::Table {
+    let mut t = table(&["node", "region", "state", "version", "runtime", "why"]);
+    for p in placements(model, nodes) {
+        let text = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+        let live = if p["live"].as_bool().unwrap_or(false) { " (live)" } else { "" };
+        t.add_row(vec![
+            text("node"),
+            text("region"),
+            text("state"),
+            format!("v{}{live}", p["version"]),
+            text("runtime"),
+            text("runtime_reason"),
+        ]);
+    }
+    t
 }
 
 /// The latest version's inputs: where each feature comes from and how it is transformed.

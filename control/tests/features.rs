@@ -69,8 +69,10 @@ async fn ingest(node: &Node, view: &str, body: String, content_type: &str) -> Va
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    let status = resp.status();
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    answer
 }
 
 async fn predict(node: &Node, body: Value) -> (u16, Value) {

@@ -46,7 +46,10 @@ impl SharedRows {
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout * 4))
-            .set_response_timeout(Some(self.timeout))
+            // Each call is bounded by our own timeout (reads: `timeout`; bulk writes: a budget
+            // that grows with the pipeline). A response timeout here would cut a 1,000-row
+            // pipeline at the read timeout (50 ms) on a busy machine.
+            .set_response_timeout(None)
             .set_number_of_retries(1);
         let c = tokio::time::timeout(
             self.timeout * 4,

@@ -77,7 +77,7 @@ fn revocations_accumulate_and_anti_entropy_finds_the_difference() {
     let want = b.wants(&a.summary(0, false), 0).unwrap();
     assert!(want.revocations);
     b.absorb(a.serve(&want), &[]);
-    assert!(a.ahead_of(&a.summary(0, false)) == false);
+    assert!(!a.ahead_of(&a.summary(0, false)), "a node is never ahead of itself");
     let want = a.wants(&b.summary(0, false), 0).unwrap();
     a.absorb(b.serve(&want), &[]);
     assert_eq!(a.revoked(), b.revoked());

@@ -53,77 +53,93 @@ pub fn table_row(o: &Outcome) -> String {
 
 const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
 
+/// Plot geometry: pixels of the canvas and margins, seconds shown on the x axis.
+struct Frame {
+    w: f64,
+    h: f64,
+    left: f64,
+    top: f64,
+    pw: f64,
+    ph: f64,
+    max_s: f64,
+}
+
+impl Frame {
+    fn x(&self, s: f64) -> f64 {
+        self.left + s.min(self.max_s) / self.max_s * self.pw
+    }
+    fn y(&self, f: f64) -> f64 {
+        self.top + (1.0 - f) * self.ph
+    }
+
+    /// Title, grid, axis labels and the target lines (99 % by 2 s, 100 % by 4 s).
+    fn axes(&self, out: &mut String) {
+        let (w, h, left, top, pw, ph) = (self.w, self.h, self.left, self.top, self.pw, self.ph);
+        let _ = writeln!(
+            out,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(out, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+        let _ = writeln!(
+            out,
+            r#"<text x="{left}" y="18" font-size="14">Catalog change: fraction of live nodes holding it vs seconds since publication</text>"#
+        );
+        for k in 0..=8 {
+            let s = k as f64 * 0.5;
+            let _ = writeln!(
+                out,
+                r##"<line x1="{0}" y1="{top}" x2="{0}" y2="{1}" stroke="#eee"/><text x="{0}" y="{2}" text-anchor="middle">{s}</text>"##,
+                self.x(s),
+                top + ph,
+                top + ph + 16.0
+            );
+        }
+        for k in 0..=4 {
+            let f = k as f64 / 4.0;
+            let _ = writeln!(
+                out,
+                r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#eee"/><text x="{2}" y="{3}" text-anchor="end">{4}%</text>"##,
+                self.y(f),
+                left + pw,
+                left - 6.0,
+                self.y(f) + 4.0,
+                k * 25
+            );
+        }
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" text-anchor="middle">seconds</text>"#,
+            left + pw / 2.0,
+            h - 10.0
+        );
+        let _ = writeln!(
+            out,
+            r##"<line x1="{0}" y1="{top}" x2="{0}" y2="{1}" stroke="#999" stroke-dasharray="4 3"/><line x1="{left}" y1="{2}" x2="{3}" y2="{2}" stroke="#999" stroke-dasharray="4 3"/>"##,
+            self.x(2.0),
+            top + ph,
+            self.y(0.99),
+            left + pw
+        );
+    }
+}
+
 /// An SVG of every run's catalog spread curve, with the 2 s / 99 % and 4 s / 100 % targets.
 pub fn svg(outcomes: &[Outcome]) -> String {
     let (w, h, left, top, right, bottom) = (760.0, 420.0, 60.0, 30.0, 200.0, 50.0);
-    let (pw, ph) = (w - left - right, h - top - bottom);
-    let max_s = 4.0f64;
-    let x = |s: f64| left + s.min(max_s) / max_s * pw;
-    let y = |f: f64| top + (1.0 - f) * ph;
+    let f = Frame { w, h, left, top, pw: w - left - right, ph: h - top - bottom, max_s: 4.0 };
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(out, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="{left}" y="18" font-size="14">Catalog change: fraction of live nodes holding it vs seconds since publication</text>"#
-    );
-    for k in 0..=8 {
-        let s = k as f64 * 0.5;
-        let _ = writeln!(
-            out,
-            r##"<line x1="{0}" y1="{top}" x2="{0}" y2="{1}" stroke="#eee"/><text x="{0}" y="{2}" text-anchor="middle">{s}</text>"##,
-            x(s),
-            top + ph,
-            top + ph + 16.0
-        );
-    }
-    for k in 0..=4 {
-        let f = k as f64 / 4.0;
-        let _ = writeln!(
-            out,
-            r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#eee"/><text x="{2}" y="{3}" text-anchor="end">{4}%</text>"##,
-            y(f),
-            left + pw,
-            left - 6.0,
-            y(f) + 4.0,
-            k * 25
-        );
-    }
-    let _ = writeln!(
-        out,
-        r#"<text x="{}" y="{}" text-anchor="middle">seconds</text>"#,
-        left + pw / 2.0,
-        h - 10.0
-    );
-    // Targets: 99 % by 2 s, 100 % by 4 s.
-    let _ = writeln!(
-        out,
-        r##"<line x1="{0}" y1="{top}" x2="{0}" y2="{1}" stroke="#999" stroke-dasharray="4 3"/><line x1="{left}" y1="{2}" x2="{3}" y2="{2}" stroke="#999" stroke-dasharray="4 3"/>"##,
-        x(2.0),
-        top + ph,
-        y(0.99),
-        left + pw
-    );
+    f.axes(&mut out);
     for (k, o) in outcomes.iter().enumerate() {
         let Some(spread) = change(o) else { continue };
         let color = COLORS[k % COLORS.len()];
-        let mut points = format!("{:.1},{:.1}", x(0.0), y(0.0));
+        let mut points = format!("{:.1},{:.1}", f.x(0.0), f.y(0.0));
         let mut last = 0.0;
-        for (t, f) in &spread.curve {
-            let _ = write!(
-                points,
-                " {:.1},{:.1} {:.1},{:.1}",
-                x(t.as_secs_f64()),
-                y(last),
-                x(t.as_secs_f64()),
-                y(*f)
-            );
-            last = *f;
+        for (t, frac) in &spread.curve {
+            let t = t.as_secs_f64();
+            let _ = write!(points, " {:.1},{:.1} {:.1},{:.1}", f.x(t), f.y(last), f.x(t), f.y(*frac));
+            last = *frac;
         }
-        let _ = write!(points, " {:.1},{:.1}", x(max_s), y(last));
+        let _ = write!(points, " {:.1},{:.1}", f.x(f.max_s), f.y(last));
         let _ =
             writeln!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>"#);
         let ly = top + 20.0 + k as f64 * 18.0;

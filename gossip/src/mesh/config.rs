@@ -22,12 +22,14 @@ pub struct MeshConfig {
     /// Relays asked when a direct probe fails: 3 makes a false suspicion need 4 lost paths.
     pub indirect_probes: usize,
     /// How long a suspect may refute before it is declared down. It must cover the
-    /// suspicion reaching the suspect and its refutation reaching back (two gossip spreads,
-    /// ~0.5 s each at 1,000 nodes) with margin, yet keep detection under 5 s.
+    /// suspicion reaching the suspect and its refutation reaching back (both are pushed at
+    /// once, ~0.3–0.6 s each at 1,000 nodes) with margin, yet keep detection under 5 s:
+    /// crash → first probe (~0.8 s mean, 2.6 s at the tail) + probe period + this + ~0.6 s
+    /// for the news to reach every node.
     pub suspect_to_down: Duration,
     /// Times each membership update and custom broadcast is sent by each node. Every node
-    /// sends each item this many times, so a node misses it with probability ~e^-k: 10 makes
-    /// that 5·10^-5 (anti-entropy repairs the rest) for 10 × item size bytes per node.
+    /// sends each item this many times, so a node misses it with probability ~e^-k (12:
+    /// 6·10^-6; anti-entropy repairs state, not membership) for k × item size bytes per node.
     pub max_transmissions: u8,
     /// Push pending updates to `gossip_fanout` random members this often (only when there are
     /// any). Spreading takes ~log_(1+fanout)(n) of these rounds plus the network's one-way delays.
@@ -60,13 +62,15 @@ pub struct MeshConfig {
 impl MeshConfig {
     /// Defaults for a WAN mesh of about `expected_nodes` nodes.
     pub fn wan(expected_nodes: u32) -> Self {
-        // 3·log10(n+1), at least 6: 9 at 1,000 nodes, 12 at 10,000.
-        let tx = (3.0 * f64::from(expected_nodes.saturating_add(1)).log10()).round().clamp(6.0, 30.0) as u8;
+        // 4·log10(n+1) (foca's and memberlist's multiplier), at least 6: 12 at 1,000 nodes,
+        // 16 at 10,000. With 3·log10 (9 at 1,000) one node in ~8,000 missed a down update
+        // and kept a crashed member alive until probing it itself: seen in the simulation.
+        let tx = (4.0 * f64::from(expected_nodes.saturating_add(1)).log10()).round().clamp(6.0, 30.0) as u8;
         Self {
             probe_period: Duration::from_millis(800),
             probe_rtt: Duration::from_millis(280),
             indirect_probes: 3,
-            suspect_to_down: Duration::from_millis(2_000),
+            suspect_to_down: Duration::from_millis(1_500),
             max_transmissions: tx,
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: 3,
@@ -158,7 +162,7 @@ mod tests {
             assert!(c.probe_rtt > Duration::from_millis(260));
             assert!(c.probe_period - c.probe_rtt >= Duration::from_millis(500));
         }
-        assert_eq!(MeshConfig::wan(1_000).max_transmissions, 9);
+        assert_eq!(MeshConfig::wan(1_000).max_transmissions, 12);
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl<R: Rng> MeshCore<R> {
                     self.out.counters.swim_refused += 1;
                     tracing::debug!(%from, error = %e, "mesh: SWIM packet refused");
                 }
-                self.apply_effects();
+                self.after_swim();
             }
             Some((&TAG_SUMMARY, body)) => {
                 match decode::<Summary>(body, self.config.max_datagram, "summary") {
@@ -202,6 +202,16 @@ impl<R: Rng> MeshCore<R> {
             Some((&tag, _)) => self.undecodable(from, &DecodeError::UnknownTag(tag)),
             None => self.undecodable(from, &DecodeError::Empty),
         }
+    }
+
+    /// After foca ran: a member that just went down is news worth pushing now (each hop
+    /// saves half a gossip interval on average, so "down everywhere" comes sooner); then the
+    /// replica's effects.
+    fn after_swim(&mut self) {
+        if std::mem::take(&mut self.out.urgent) {
+            self.gossip_now();
+        }
+        self.apply_effects();
     }
 
     fn undecodable(&mut self, from: SocketAddr, e: &DecodeError) {
@@ -217,7 +227,7 @@ impl<R: Rng> MeshCore<R> {
                 if let Err(e) = self.foca.handle_timer(t, &mut self.out) {
                     tracing::debug!(error = %e, "mesh: SWIM timer failed");
                 }
-                self.apply_effects();
+                self.after_swim();
             }
             Timer::AntiEntropy => {
                 self.anti_entropy_round();

@@ -139,7 +139,7 @@ impl<R: Rng> MeshCore<R> {
         }
     }
 
-    fn gossip_now(&mut self) {
+    pub(super) fn gossip_now(&mut self) {
         if let Err(e) = self.foca.gossip(&mut self.out) {
             tracing::debug!(error = %e, "mesh: gossip failed");
         }

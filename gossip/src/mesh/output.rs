@@ -101,6 +101,9 @@ pub(crate) struct Outbox {
     /// When each member (by address key) last went down: tells a flap from a recovery.
     pub(crate) down_at: FxHashMap<u64, Duration>,
     pub(crate) flap_window: Duration,
+    /// A member went down or failed a probe: the core pushes the news at once instead of at
+    /// the next gossip tick.
+    pub(crate) urgent: bool,
 }
 
 impl Outbox {
@@ -134,6 +137,7 @@ impl Runtime<MeshIdentity> for Outbox {
             }
             Notification::MemberDown(id) => {
                 self.counters.members_down += 1;
+                self.urgent = true;
                 self.down_at.insert(foca::Identity::addr(id), self.now);
                 Event::MemberDown(id.clone())
             }
@@ -147,6 +151,8 @@ impl Runtime<MeshIdentity> for Outbox {
             }
             Notification::ProbeFailed(_, id) => {
                 self.counters.suspicions += 1;
+                // Reaching the suspect sooner gives it more of `suspect_to_down` to refute.
+                self.urgent = true;
                 Event::MemberSuspect(id.clone())
             }
             Notification::DataReceived(_) | Notification::DataSent(_) => return,

@@ -71,6 +71,16 @@ impl SwimCodec {
         Ok(id)
     }
 
+    /// An identity that can be a member: only an announce's destination may be a
+    /// placeholder (no node id), never a sender or a member.
+    fn member_identity(&self, buf: &mut impl Buf) -> Result<MeshIdentity, DecodeError> {
+        let id = self.identity(buf)?;
+        if id.node().is_empty() {
+            return Err(DecodeError::Malformed("member without a node id"));
+        }
+        Ok(id)
+    }
+
     /// Encode members (a pull response's membership) back to back.
     pub fn encode_members<'a>(&mut self, members: impl Iterator<Item = &'a Member<MeshIdentity>>) -> Vec<u8> {
         let mut out = Vec::new();
@@ -154,7 +164,7 @@ impl foca::Codec<MeshIdentity> for SwimCodec {
     }
 
     fn decode_header(&mut self, mut buf: impl Buf) -> Result<Header<MeshIdentity>, DecodeError> {
-        let src = self.identity(&mut buf)?;
+        let src = self.member_identity(&mut buf)?;
         need(&buf, 2)?;
         let src_incarnation = buf.get_u16();
         let dst = self.identity(&mut buf)?;
@@ -192,7 +202,7 @@ impl foca::Codec<MeshIdentity> for SwimCodec {
     }
 
     fn decode_member(&mut self, mut buf: impl Buf) -> Result<Member<MeshIdentity>, DecodeError> {
-        let id = self.identity(&mut buf)?;
+        let id = self.member_identity(&mut buf)?;
         need(&buf, 3)?;
         let incarnation = buf.get_u16();
         let state = match buf.get_u8() {
@@ -248,6 +258,9 @@ mod tests {
         let bytes = codec.encode_members(members.iter());
         assert_eq!(codec.decode_members(&bytes).unwrap(), members);
         assert!(codec.decode_members(&bytes[..bytes.len() - 1]).is_err());
+        let placeholder = Member::alive(MeshIdentity::placeholder(([10, 0, 0, 3], 1).into()));
+        let bytes = codec.encode_members([placeholder].iter());
+        assert!(codec.decode_members(&bytes).is_err());
     }
 
     #[test]

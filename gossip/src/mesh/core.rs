@@ -195,7 +195,7 @@ impl<R: Rng> MeshCore<R> {
             }
             Some((&TAG_SUMMARY, body)) => {
                 match decode::<Summary>(body, self.config.max_datagram, "summary") {
-                    Ok(summary) => self.on_summary(from, &summary, now),
+                    Ok(summary) => self.on_summary(from, &summary),
                     Err(e) => self.undecodable(from, &e),
                 }
             }
@@ -275,13 +275,13 @@ impl<R: Rng> MeshCore<R> {
         self.out.datagram(to, bytes);
     }
 
-    fn on_summary(&mut self, from: SocketAddr, theirs: &Summary, now: Duration) {
+    fn on_summary(&mut self, from: SocketAddr, theirs: &Summary) {
         let (wants, ahead) = {
             let replica = lock(&self.replica);
             (replica.wants(theirs, self.foca.num_members()), replica.ahead_of(theirs))
         };
         if let Some(req) = wants {
-            self.pull(from, req, Vec::new(), now);
+            self.pull(from, req, Vec::new());
         }
         if ahead && !theirs.reply {
             self.send_summary(from, true);
@@ -289,7 +289,7 @@ impl<R: Rng> MeshCore<R> {
     }
 
     /// Ask `to` for state, unless the same is already being pulled or too many pulls are out.
-    fn pull(&mut self, to: SocketAddr, mut req: PullRequest, announced: Vec<String>, _now: Duration) {
+    fn pull(&mut self, to: SocketAddr, mut req: PullRequest, announced: Vec<String>) {
         if self.pulls.values().any(|p| p.catalog) {
             req.catalog_after = None;
         }

@@ -86,7 +86,7 @@ impl<R: Rng> MeshCore<R> {
                     let have = lock(&self.replica).epoch();
                     if epoch > have {
                         let req = PullRequest { catalog_after: Some(have), ..PullRequest::default() };
-                        self.pull(from.addr(), req, Vec::new(), self.out.now);
+                        self.pull(from.addr(), req, Vec::new());
                     }
                 }
                 Effect::Revoked(keys) => {
@@ -104,7 +104,7 @@ impl<R: Rng> MeshCore<R> {
         }
         for (from, nodes) in wanted_infos {
             let req = PullRequest { info_nodes: nodes.clone(), ..PullRequest::default() };
-            self.pull(from, req, nodes, self.out.now);
+            self.pull(from, req, nodes);
         }
     }
 

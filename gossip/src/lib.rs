@@ -7,13 +7,14 @@
 //! - [`experiment`]: A/B experiments and their sticky, stateless assignment.
 //! - [`report`]: latency reports (HdrHistogram snapshots) from nodes to control.
 //! - [`node_info`]: what a node reports about itself (region, address, models loaded).
+//! - [`mesh`]: SWIM membership (foca) and the replicated state (signed catalog, revoked keys,
+//!   node info) as a sans-IO core driven by `now`, inputs and an RNG; anti-entropy pulls.
 //!
-//! Will own (mesh issue): SWIM membership with foca as a sans-IO core driven by `now`, inputs
-//! and an RNG, custom broadcasts of catalog/experiment changes, anti-entropy pulls, and the
-//! QUIC driver behind a cargo feature. Until then nodes poll control for the catalog.
+//! To come: the QUIC driver of the mesh core, behind a cargo feature.
 
 pub mod catalog;
 pub mod experiment;
+pub mod mesh;
 pub mod node_info;
 pub mod report;
 

@@ -1,9 +1,11 @@
-//! What a node says about itself: to control today (heartbeats), to its peers once the mesh
-//! gossips it.
+//! What a node says about itself: to control (heartbeats) and to its peers (the mesh gossips
+//! it when it changes). Fields added later carry serde defaults so older readers and writers
+//! keep working; the mesh encodes it with postcard, so no field may use
+//! `skip_serializing_if` (a test in `mesh::state` catches that).
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub id: String,
     pub region: String,
@@ -16,6 +18,13 @@ pub struct NodeInfo {
     pub models: Vec<LoadedModel>,
     /// Requests in the node's model queues when the report was made.
     pub queued: u64,
+    /// Whether a GPU adapter serves models on this node.
+    #[serde(default)]
+    pub gpu: bool,
+    /// Freshness: the mesh core stamps each version the node publishes (a restarted node's
+    /// versions count again from 1 under a later identity generation). Peers keep the newest.
+    #[serde(default)]
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,4 +38,7 @@ pub struct LoadedModel {
     pub runtime_reason: String,
     /// Whether this version answers requests without a version pinned.
     pub live: bool,
+    /// Whether it is loaded and warmed up (ready to serve without a cold start).
+    #[serde(default)]
+    pub warm: bool,
 }

@@ -6,10 +6,10 @@
 //! - [`rng`]: a seeded xorshift generator, so every run is reproducible.
 //! - [`rollout`]: the real rollout planner of `meridian-control` driving a canary across
 //!   thousands of nodes: reports flowing up, the breach detected, the rollback reaching every node.
-//!
-//! To come with the mesh issue: the gossip core (SWIM membership and catalog spread) for 100 …
-//! 10,000 nodes, with loss, partitions and churn.
+//! - [`mesh`]: the real gossip core (`meridian_gossip::mesh`, SWIM membership, signed catalog,
+//!   anti-entropy) on 100 … 10,000 nodes, with loss, jitter, partitions and crashes.
 
+pub mod mesh;
 pub mod regions;
 pub mod rng;
 pub mod rollout;

@@ -104,9 +104,12 @@ pub fn node_info(state: &NodeState) -> NodeInfo {
                 runtime: m.runtime_name(),
                 runtime_reason: m.runtime_reason.clone(),
                 live,
+                // The table holds a version only once it is loaded and warmed up.
+                warm: true,
             })
             .collect(),
         queued: table.loaded().map(|(m, _)| m.pool.depth() as u64).sum(),
+        ..NodeInfo::default()
     }
 }
 

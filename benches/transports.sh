@@ -8,8 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-cargo build --release --bin meridian -q
-cargo build --release -p meridian-benches --bin loadgen -q
+if [ -z "${NO_BUILD:-}" ]; then
+  cargo build --release --bin meridian -q
+  cargo build --release -p meridian-benches --bin loadgen -q
+fi
 target=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 port=7270

@@ -247,12 +247,23 @@ async fn streams(
                     let _ = sent_tx.send(Instant::now());
                 }
             });
-            let Ok(mut answers) = client.stream(&model, rx).await else { return tally };
+            let mut answers = match client.stream(&model, rx).await {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("stream refused: {e}");
+                    tally.record(0, false, 0);
+                    return tally;
+                }
+            };
             let (mut got, chunk_size) = (0usize, chunk_rows);
             while let Some(item) = answers.recv().await {
-                let Ok(p) = item else {
-                    tally.record(0, false, 0);
-                    break;
+                let p = match item {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("stream failed: {e}");
+                        tally.record(0, false, 0);
+                        break;
+                    }
                 };
                 got += p.len();
                 // HTTP streams answer per line: a chunk is done when its last row is.

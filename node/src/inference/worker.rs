@@ -142,7 +142,9 @@ fn work(rx: &Receiver<Job>, runtime: &dyn Runtime, policy: BatchPolicy) {
         // Take what is already queued, then wait (bounded by the policy) for more.
         loop {
             let next = match policy.decide(rows, started.elapsed()) {
-                Decision::Run => rx.try_recv().ok().filter(|_| rows < policy.max_rows),
+                // Check the size before taking a job: a job taken is a job that must be run.
+                Decision::Run if rows >= policy.max_rows => None,
+                Decision::Run => rx.try_recv().ok(),
                 Decision::Wait(left) => match rx.recv_timeout(left) {
                     Ok(job) => Some(job),
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
@@ -254,6 +256,32 @@ mod tests {
             entered: Default::default(),
             batches: Mutex::new(vec![]),
         })
+    }
+
+    /// Jobs queued past a full batch wait for the next batch; none is taken and dropped.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test]
+    async fn jobs_beyond_a_full_batch_are_answered_in_the_next_one() {
+        let gate = Arc::new(Mutex::new(()));
+        let runtime = doubler(gate.clone());
+        let config =
+            PoolConfig { workers: 1, queue_capacity: 16, max_batch_rows: 4, max_queue_delay: Duration::ZERO };
+        let pool = WorkerPool::start("t", runtime.clone(), config).unwrap();
+        let held = gate.lock().unwrap();
+        let first = pool.submit(InputBatch::new(1, 1, vec![0.0]).unwrap()).unwrap();
+        while runtime.entered.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Six jobs of 2 rows queue while the worker is busy: batches of 4 rows take them.
+        let queued: Vec<_> =
+            (0..6).map(|i| pool.submit(InputBatch::new(2, 1, vec![i as f32, 1.0]).unwrap()).unwrap()).collect();
+        drop(held);
+        first.await.unwrap().unwrap();
+        for (i, rx) in queued.into_iter().enumerate() {
+            let out = rx.await.expect("every queued job is answered").unwrap();
+            assert_eq!(out.out.tensors[0].data, TensorData::F32(vec![2.0 * i as f32, 2.0]));
+        }
+        assert_eq!(*runtime.batches.lock().unwrap(), vec![1, 4, 4, 4]);
     }
 
     // The std lock is held across awaits on purpose: it blocks the worker *thread*.

@@ -6,6 +6,7 @@
 //!   digest that tells two nodes whether they agree.
 //! - [`experiment`]: A/B experiments and their sticky, stateless assignment.
 //! - [`report`]: latency reports (HdrHistogram snapshots) from nodes to control.
+//! - [`keys`]: API keys as nodes see them (hash, scopes, models, limits) and their format.
 //! - [`node_info`]: what a node reports about itself (region, address, models loaded).
 //!
 //! Will own (mesh issue): SWIM membership with foca as a sans-IO core driven by `now`, inputs
@@ -14,9 +15,11 @@
 
 pub mod catalog;
 pub mod experiment;
+pub mod keys;
 pub mod node_info;
 pub mod report;
 
 pub use catalog::{Catalog, CatalogEntry};
 pub use experiment::{Arm, Experiment};
+pub use keys::{KeyEntry, KeyLimits, Scope, Scopes};
 pub use node_info::{LoadedModel, NodeInfo};

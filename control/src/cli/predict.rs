@@ -82,11 +82,8 @@ fn read_rows(path: &PathBuf) -> anyhow::Result<Vec<Map<String, Value>>> {
     Ok(rows)
 }
 
-pub async fn run(args: PredictArgs, out: &Output) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(60))
-        .build()?;
+pub async fn run(args: PredictArgs, api_key: Option<&str>, out: &Output) -> anyhow::Result<()> {
+    let http = super::client::http_client(api_key, Duration::from_secs(60))?;
     let url = format!("{}/api/v1/models/{}/predict", args.node.trim_end_matches('/'), args.model);
     if let Some(file) = &args.file {
         return predict_file(&http, &url, file, args.batch_size.max(1)).await;

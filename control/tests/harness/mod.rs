@@ -31,8 +31,10 @@ impl Control {
 
     /// Start on a given address (to restart control where nodes expect it).
     pub async fn start_on(dir: &Path, listen: SocketAddr) -> Control {
-        Self::start_with(ControlConfig { listen, data_dir: dir.join("control"), ..ControlConfig::default() })
-            .await
+        let mut config = ControlConfig { listen, data_dir: dir.join("control"), ..ControlConfig::default() };
+        // Auth is on by default; these tests are about other things (tests/auth.rs turns it on).
+        config.auth.enabled = false;
+        Self::start_with(config).await
     }
 
     pub async fn start_with(config: ControlConfig) -> Control {
@@ -72,6 +74,8 @@ pub fn node_config(id: &str, control: Option<String>, data_dir: &Path) -> NodeCo
         data_dir: data_dir.to_path_buf(),
         catalog_wait_ms: 2_000,
         heartbeat_ms: 500,
+        // Auth is on by default; these tests are about other things (tests/auth.rs turns it on).
+        auth: meridian_node::auth::AuthConfig { enabled: false, ..Default::default() },
         ..NodeConfig::default()
     }
 }

@@ -69,11 +69,7 @@ pub async fn submit(
     query: Result<Query<SubmitParams>, QueryRejection>,
     body: Body,
 ) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
-    let key = super::limit::key_of(&headers);
-    state.batch.limit.check(&key).map_err(|wait| {
-        let per_minute = state.config.batch.submissions_per_minute;
-        over_limit(format!("over the batch submission limit ({per_minute} per minute)"), wait)
-    })?;
+    // The submission rate limit per key was taken by the auth layer (`limits.batch_per_minute`).
     let unfinished = state.batch.unfinished().map_err(|e| internal("the job database failed", e))?;
     if unfinished >= state.config.batch.max_jobs {
         let message = format!("{unfinished} batch jobs are queued or running here; the limit is reached");

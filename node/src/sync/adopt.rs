@@ -99,6 +99,7 @@ pub async fn adopt(state: &NodeState, catalog: Catalog, client: Option<&ControlC
         }
         state.store.prune(&table.catalog.artifact_digests());
     }
+    state.auth.adopt(&table.catalog);
     state.table.store(Arc::new(table));
     state.metrics.catalog_epoch.set(epoch as i64);
     state.metrics.models_loaded.set(loaded as i64);

@@ -125,7 +125,7 @@ pub enum AuthError {
     Revoked(String),
     #[error("unknown API key {0}")]
     UnknownKey(String),
-    #[error("the credential lacks the {0:?} scope")]
+    #[error("the credential lacks the `{0}` scope")]
     MissingScope(Scope),
     #[error("the credential may not use model {0:?}")]
     ModelNotAllowed(String),

@@ -240,3 +240,34 @@ fn limits_take_the_key_then_model_then_default_rate_per_key_and_model() {
     clock.advance(Duration::from_secs(1));
     assert!(limits.check(&a, "m", LimitKind::Predict).is_ok());
 }
+
+#[test]
+fn a_jwks_file_supplies_keys_picked_by_kid() {
+    use base64::Engine;
+    let (std_b64, url_b64) =
+        (base64::engine::general_purpose::STANDARD, base64::engine::general_purpose::URL_SAFE_NO_PAD);
+    // The raw Ed25519 public key is the last 32 bytes of the PEM's SubjectPublicKeyInfo.
+    let body: String = ED_PUBLIC.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = std_b64.decode(body).unwrap();
+    let x = url_b64.encode(&der[der.len() - 32..]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    let jwks = json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA", "use": "sig" }] });
+    std::fs::write(&path, jwks.to_string()).unwrap();
+    let jwt = JwtIssuer { public_key_pem: None, jwks_file: Some(path), ..issuer(JwtAlg::EdDSA) };
+    let config = AuthConfig { jwt: vec![jwt], ..AuthConfig::default() };
+    assert!(config.problems().is_empty(), "{:?}", config.problems());
+    let auth = Authenticator::with_clock(&config, Arc::new(|| NOW)).unwrap();
+    let key = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap();
+    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("k1".into());
+    assert!(auth.authenticate(Some(&encode(&header, &claims(60), &key).unwrap())).is_ok());
+    header.kid = Some("k2".into());
+    assert!(matches!(
+        auth.authenticate(Some(&encode(&header, &claims(60), &key).unwrap())),
+        Err(AuthError::Invalid(_))
+    ));
+    let missing = JwtIssuer { jwks_file: Some(dir.path().join("nope.json")), ..config.jwt[0].clone() };
+    let err = Authenticator::new(&AuthConfig { jwt: vec![missing], ..AuthConfig::default() }).unwrap_err();
+    assert!(err.contains("nope.json"), "{err}");
+}

@@ -97,7 +97,9 @@ pub async fn authorize(State(state): State<AppState>, mut request: Request, next
     request.extensions_mut().insert(principal);
     let mut response = next.run(request).await;
     if let Some(rate) = rate {
-        rate_headers(response.headers_mut(), rate);
+        for (name, value) in rate_headers(rate) {
+            response.headers_mut().insert(name, value);
+        }
     }
     response
 }

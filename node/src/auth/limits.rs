@@ -94,6 +94,9 @@ impl Limited {
     }
 }
 
+/// One limiter per (kind, rate) in use.
+type Buckets<C> = RwLock<HashMap<(LimitKind, u32), Arc<Keyed<C>>>>;
+
 type Keyed<C> =
     RateLimiter<String, governor::state::keyed::DashMapStateStore<String>, C, StateInformationMiddleware>;
 
@@ -101,7 +104,7 @@ pub struct Limits<C: Clock = DefaultClock> {
     config: LimitsConfig,
     /// One keyed limiter per distinct rate in use: governor's quota is per limiter, and keys
     /// and models with their own rates are few.
-    buckets: RwLock<HashMap<(LimitKind, u32), Arc<Keyed<C>>>>,
+    buckets: Buckets<C>,
     checks: AtomicU64,
     clock: C,
 }

@@ -3,7 +3,7 @@
 //! `WWW-Authenticate` on 401 and the `RateLimit-*` headers on 429.
 
 use axum::extract::rejection::BytesRejection;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use meridian_models::ModelError;
@@ -19,7 +19,7 @@ pub struct ApiError {
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u32>,
     /// More headers for the answer (`WWW-Authenticate`, `RateLimit-*`).
-    pub headers: HeaderMap,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -27,15 +27,17 @@ pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-r
 pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// The IETF draft's `RateLimit-Limit`, `-Remaining` and `-Reset` headers.
-pub fn rate_headers(headers: &mut HeaderMap, rate: RateInfo) {
-    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(rate.limit));
-    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(rate.remaining));
-    headers.insert(RATELIMIT_RESET, HeaderValue::from(rate.reset_secs));
+pub fn rate_headers(rate: RateInfo) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (RATELIMIT_LIMIT, HeaderValue::from(rate.limit)),
+        (RATELIMIT_REMAINING, HeaderValue::from(rate.remaining)),
+        (RATELIMIT_RESET, HeaderValue::from(rate.reset_secs)),
+    ]
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after: None, headers: HeaderMap::new() }
+        Self { status, message: message.into(), retry_after: None, headers: Vec::new() }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -93,7 +95,7 @@ impl From<AuthError> for ApiError {
                 AuthError::Missing => "Bearer",
                 _ => "Bearer error=\"invalid_token\"",
             };
-            error.headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            error.headers.push((header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge)));
         }
         error
     }
@@ -104,7 +106,7 @@ impl From<Limited> for ApiError {
         let secs = e.retry_after_secs();
         let mut error =
             Self { retry_after: Some(secs), ..Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()) };
-        rate_headers(&mut error.headers, RateInfo { limit: e.limit, remaining: 0, reset_secs: secs });
+        error.headers.extend(rate_headers(RateInfo { limit: e.limit, remaining: 0, reset_secs: secs }));
         error
     }
 }
@@ -138,7 +140,9 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        response.headers_mut().extend(self.headers);
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         response
     }
 }

@@ -285,6 +285,17 @@ async fn a_burst_over_the_limit_gets_429_and_the_allowed_rate_passes() {
     assert_eq!(resp.status().as_u16(), 429);
     let wait: u32 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((20..=30).contains(&wait), "Retry-After {wait}");
+    // Another key has its own bucket.
+    let other = create_key(&control, &[Scope::Batch], &[], KeyLimits::default()).await;
+    wait_accepted(&nodes[0], &other).await;
+    let resp = http()
+        .post(format!("{node}/api/v1/batch"))
+        .bearer_auth(&other)
+        .json(&json!({"model": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
     let metrics = http().get(format!("{node}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("meridian_rate_limited_total{kind=\"batch\"} 1"), "{metrics}");
     nodes.into_iter().next().unwrap().stop().await;

@@ -209,6 +209,17 @@ async fn keys_need_their_scope_and_model_and_a_revoked_key_stops_on_every_node()
     // The same key works through x-api-key, on the V2 API too.
     let v2 = http().get(format!("{n0}/v2/models/{MLP}")).header("x-api-key", &mlp_only).send().await.unwrap();
     assert_eq!(v2.status().as_u16(), 200);
+    // A key limited to some models cannot batch-score another (the model is in the body).
+    let both = create_key(&control, &[Scope::Batch], &[MLP], KeyLimits::default()).await;
+    wait_accepted(&nodes[0], &both).await;
+    let submit = |model: &str| {
+        http()
+            .post(format!("{n0}/api/v1/batch"))
+            .bearer_auth(&both)
+            .json(&json!({"model": model, "input": "/nonexistent.csv"}))
+    };
+    assert_eq!(submit(LOGREG).send().await.unwrap().status().as_u16(), 403);
+    assert_eq!(submit(MLP).send().await.unwrap().status().as_u16(), 400);
     // A node key is not an operator key.
     let as_operator = Client::with_key(&control.url(), Some(&mlp_only)).unwrap();
     assert!(as_operator.keys().await.unwrap_err().to_string().contains("403"));

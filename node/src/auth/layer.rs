@@ -74,6 +74,10 @@ pub async fn authorize(State(state): State<AppState>, mut request: Request, next
     };
     let access = access(request.method(), route.as_str());
     let Some(scope) = access.scope else { return next.run(request).await };
+    // Auth off: anonymous may do anything, and only batch submissions have a bucket for it.
+    if !state.auth.enabled() && access.limit != Some(LimitKind::Batch) {
+        return next.run(request).await;
+    }
     let model = if access.per_model {
         let params = request.extract_parts::<RawPathParams>().await.ok();
         params.and_then(|p| p.iter().find(|(k, _)| *k == "model").map(|(_, v)| v.to_string()))

@@ -55,6 +55,8 @@ async fn obtain(
 }
 
 pub async fn adopt(state: &NodeState, catalog: Catalog, client: Option<&ControlClient>) {
+    // Keys first: a revocation must not wait for model loads.
+    state.auth.adopt(&catalog);
     let old = state.table.load_full();
     let mut models = BTreeMap::new();
     let mut missing = BTreeMap::new();
@@ -99,7 +101,6 @@ pub async fn adopt(state: &NodeState, catalog: Catalog, client: Option<&ControlC
         }
         state.store.prune(&table.catalog.artifact_digests());
     }
-    state.auth.adopt(&table.catalog);
     state.table.store(Arc::new(table));
     state.metrics.catalog_epoch.set(epoch as i64);
     state.metrics.models_loaded.set(loaded as i64);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark of the HTTP/1.1 front end with wrk: req/s and latency percentiles for the MLP
 # demo model, seed API and V2 JSON, at concurrency 1, 8 and 64. Load generator and server share
-# the machine, as in the figures of docs/performance.md.
+# the machine, as in the figures of docs/performance.md. Auth is on (an API key per request,
+# its rate limit checked); UP_ARGS=--no-auth measures without it.
 #
 #   bash benches/http-load.sh [seconds-per-run]      (needs wrk: apt-get install wrk)
 set -euo pipefail
@@ -29,7 +30,7 @@ for api in seed v2; do
   esac
   for c in 1 8 64; do
     threads=$(( c < 2 ? 1 : 2 ))
-    out=$(BODY=$work/$api.json wrk -t$threads -c$c -d${secs}s --latency -s benches/wrk/post.lua "$url")
+    out=$(AUTH=$key BODY=$work/$api.json wrk -t$threads -c$c -d${secs}s --latency -s benches/wrk/post.lua "$url")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     pct() { awk -v p="$1" '$1 == p {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; printf "%.2f", v}' <<<"$out"; }
     non2xx=$(awk -F= '/non2xx/ {print $2}' <<<"$out")

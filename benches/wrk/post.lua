@@ -4,6 +4,9 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 wrk.headers["Content-Type"] = "application/json"
 f:close()
+-- $AUTH: an API key or JWT sent as a bearer token.
+local auth = os.getenv("AUTH")
+if auth and auth ~= "" then wrk.headers["Authorization"] = "Bearer " .. auth end
 
 -- Count non-2xx answers so a run full of errors is not mistaken for a fast one.
 local errors = 0

@@ -20,6 +20,28 @@ pub struct ControlConfig {
     pub catalog_wait_max_ms: u64,
     /// How often rollouts are judged and advanced.
     pub rollout_tick_ms: u64,
+    /// Who may use the operator API.
+    pub auth: ControlAuthConfig,
+}
+
+/// `[auth]`: the operator API needs an `admin` key unless this is turned off explicitly. The
+/// routes nodes call (catalog, artifacts, heartbeats, reports, the node list) stay open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlAuthConfig {
+    pub enabled: bool,
+    /// Hex sha256 of a bootstrap admin key (`printf %s "$KEY" | sha256sum`); env
+    /// `MERIDIAN_CONTROL_ADMIN_KEY` gives the key itself. Without either, and with no admin key
+    /// in the registry, control creates one at first start in `<data_dir>/admin.key`.
+    pub admin_key_sha256: Option<String>,
+    /// JWT issuers whose tokens (with the `admin` scope) the operator API also accepts.
+    pub jwt: Vec<meridian_node::auth::jwt::JwtIssuer>,
+}
+
+impl Default for ControlAuthConfig {
+    fn default() -> Self {
+        Self { enabled: true, admin_key_sha256: None, jwt: Vec::new() }
+    }
 }
 
 impl Default for ControlConfig {
@@ -31,6 +53,7 @@ impl Default for ControlConfig {
             node_down_after_secs: 15,
             catalog_wait_max_ms: 25_000,
             rollout_tick_ms: 1_000,
+            auth: ControlAuthConfig::default(),
         }
     }
 }
@@ -58,6 +81,12 @@ impl ControlConfig {
         if self.rollout_tick_ms == 0 {
             problems.push("rollout_tick_ms must be positive".to_string());
         }
+        if let Some(h) = &self.auth.admin_key_sha256 {
+            if h.len() != 64 || hex::decode(h).is_err() {
+                problems.push("auth.admin_key_sha256 must be 64 hex digits (a sha256)".to_string());
+            }
+        }
+        problems.extend(self.auth.jwt.iter().enumerate().flat_map(|(i, j)| j.problems(i)));
         if problems.is_empty() {
             Ok(())
         } else {

@@ -22,6 +22,8 @@ pub enum ControlError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("auth: {0}")]
+    Auth(String),
 }
 
 /// A running control service.
@@ -42,11 +44,15 @@ pub async fn spawn(
     shutdown: CancellationToken,
 ) -> Result<ControlHandle, ControlError> {
     config.validate().map_err(ControlError::Config)?;
-    let registry = Registry::open(&config.data_dir)
-        .map_err(|source| ControlError::Registry { path: config.data_dir.display().to_string(), source })?;
-    let catalog = registry
-        .catalog()
-        .map_err(|source| ControlError::Registry { path: config.data_dir.display().to_string(), source })?;
+    let registry_error =
+        |source| ControlError::Registry { path: config.data_dir.display().to_string(), source };
+    let registry = Registry::open(&config.data_dir).map_err(registry_error)?;
+    crate::api::auth::ensure_admin_key(&config, &registry).map_err(registry_error)?;
+    let catalog = registry.catalog().map_err(registry_error)?;
+    let auth = crate::api::auth::authenticator(&config, &catalog).map_err(ControlError::Auth)?;
+    if !config.auth.enabled {
+        tracing::warn!("control auth is off (auth.enabled = false): anyone reaching it can operate it");
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ControlError::Bind { addr: config.listen, source })?;
@@ -59,6 +65,7 @@ pub async fn spawn(
         directory: Directory::default(),
         sink: Default::default(),
         shutdown: shutdown.clone(),
+        auth,
     });
     let rollouts = crate::rollout::driver::drive(
         state.clone(),

@@ -29,6 +29,8 @@ async fn setup_with_faults(
         listen,
         data_dir: dir.join("control"),
         rollout_tick_ms: 100,
+        // Auth is on by default; tests/auth.rs covers it.
+        auth: meridian_control::config::ControlAuthConfig { enabled: false, ..Default::default() },
         ..ControlConfig::default()
     })
     .await;

@@ -1,12 +1,13 @@
 //! The catalog: what should be live, everywhere. Control is its only writer; every change
 //! bumps `epoch`, and a node adopts a catalog only when its epoch is newer than the one it has.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use meridian_models::features::FeatureView;
 use meridian_models::ModelManifest;
 
 use crate::experiment::Experiment;
+use crate::keys::KeyEntry;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -22,6 +23,12 @@ pub struct Catalog {
     /// Running experiments by model name (at most one per model).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub experiments: BTreeMap<String, Experiment>,
+    /// Active API keys by id (hashes only): nodes authenticate requests against them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys: BTreeMap<String, KeyEntry>,
+    /// Ids of revoked keys: refused as revoked rather than merely unknown.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub revoked_keys: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //!   digest that tells two nodes whether they agree.
 //! - [`experiment`]: A/B experiments and their sticky, stateless assignment.
 //! - [`report`]: latency reports (HdrHistogram snapshots) from nodes to control.
+//! - [`keys`]: API keys as nodes see them (hash, scopes, models, limits) and their format.
 //! - [`node_info`]: what a node reports about itself (region, address, models loaded).
 //! - [`mesh`]: SWIM membership (foca) and the replicated state (signed catalog, revoked keys,
 //!   node info) as a sans-IO core driven by `now`, inputs and an RNG; anti-entropy pulls.
@@ -14,10 +15,12 @@
 
 pub mod catalog;
 pub mod experiment;
+pub mod keys;
 pub mod mesh;
 pub mod node_info;
 pub mod report;
 
 pub use catalog::{Catalog, CatalogEntry};
 pub use experiment::{Arm, Experiment};
+pub use keys::{KeyEntry, KeyLimits, Scope, Scopes};
 pub use node_info::{LoadedModel, NodeInfo};

@@ -68,8 +68,12 @@ pub struct NodeConfig {
     pub gpu: GpuConfig,
     /// Per-model overrides, `[models.<name>]`: batching and runtime.
     pub models: BTreeMap<String, ModelTuning>,
-    /// Batch jobs: upload size, checkpoint size, concurrency, submission limit.
+    /// Batch jobs: upload size, checkpoint size, concurrency.
     pub batch: crate::batch::BatchConfig,
+    /// Who may call: JWT issuers, API keys (from the catalog), on by default.
+    pub auth: crate::auth::AuthConfig,
+    /// Rate limits per key: predictions per second per model, batch submissions per minute.
+    pub limits: crate::auth::LimitsConfig,
 }
 
 /// The GPU runtime's settings.
@@ -153,6 +157,8 @@ impl Default for NodeConfig {
             gpu: GpuConfig::default(),
             models: BTreeMap::new(),
             batch: crate::batch::BatchConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
+            limits: crate::auth::LimitsConfig::default(),
         }
     }
 }
@@ -219,6 +225,7 @@ impl NodeConfig {
             p.push("features.redis_timeout_ms and features.l1_capacity must be positive".to_string());
         }
         p.extend(self.batch.problems());
+        p.extend(self.auth.problems());
         if p.is_empty() {
             Ok(())
         } else {

@@ -1,5 +1,7 @@
 //! meridian-node: the serving daemon.
 //!
+//! - [`auth`]: who may call: JWTs and API keys to principals with scopes, per-key rate limits,
+//!   the HTTP middleware that enforces both.
 //! - [`batch`]: batch inference jobs: files in, predictions out, checkpointed in sled, run on
 //!   the models' low-priority lane, optionally spread over a region's nodes.
 //! - [`config`]: the node's typed configuration.
@@ -15,6 +17,7 @@
 //!   protocol ([`native`]).
 //! - [`node`]: `spawn(config, shutdown)`: start everything, stop everything.
 
+pub mod auth;
 pub mod batch;
 pub mod client;
 pub mod config;

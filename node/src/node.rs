@@ -32,6 +32,10 @@ pub struct NodeState {
     pub gpu: Option<Arc<GpuContext>>,
     /// Where HTTP/3 and the native protocol listen (UDP); `None` without TLS.
     pub quic_addr: Option<SocketAddr>,
+    /// Credentials to principals; its key table follows the catalog.
+    pub auth: crate::auth::Authenticator,
+    /// Per-key, per-model rate limits.
+    pub limits: crate::auth::Limits,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -207,9 +211,16 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         std::time::Duration::from_secs(config.feedback_window_secs),
     );
     let gpu = open_gpu(&config).await?;
+    let auth = crate::auth::Authenticator::new(&config.auth).map_err(|e| NodeError::Config(vec![e]))?;
+    if !config.auth.enabled {
+        tracing::warn!("auth is off (auth.enabled = false): every request is anonymous with every scope");
+    }
+    let limits = crate::auth::Limits::new(config.limits.clone());
     let state = Arc::new(NodeState {
         gpu,
         quic_addr,
+        auth,
+        limits,
         config,
         url,
         table: ArcSwap::from_pointee(ServingTable::default()),

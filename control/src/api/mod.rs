@@ -8,9 +8,13 @@
 //! - [`rollouts`]: canary rollouts.
 //! - [`views`]: feature view definitions.
 //! - [`nodes`]: node heartbeats and the node list.
+//! - [`keys`]: API keys: create, list, revoke.
+//! - [`auth`]: the operator routes need an `admin` credential; the node routes stay open.
 
+pub mod auth;
 pub mod catalog;
 pub mod experiments;
+pub mod keys;
 pub mod metrics;
 pub mod models;
 pub mod nodes;
@@ -40,6 +44,8 @@ pub struct ControlState {
     pub sink: crate::sink::Sink,
     /// Cancelled when control stops: long-polls answer at once instead of holding shutdown.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Credentials of operator requests; its key table follows the catalog.
+    pub auth: meridian_node::auth::Authenticator,
 }
 
 pub type SharedState = Arc<ControlState>;
@@ -68,6 +74,7 @@ impl ControlState {
             self.catalog.send_if_modified(|current| {
                 let newer = current.is_superseded_by(&catalog);
                 if newer {
+                    self.auth.adopt(&catalog);
                     *current = catalog;
                 }
                 newer
@@ -153,6 +160,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/views/{name}", axum::routing::put(views::put))
         .route("/api/v1/nodes", get(nodes::list))
         .route("/api/v1/nodes/heartbeat", post(nodes::heartbeat))
+        .route("/api/v1/keys", get(keys::list).post(keys::create))
+        .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
         .with_state(state)
 }

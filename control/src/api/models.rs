@@ -99,7 +99,7 @@ pub async fn push(
     let parts = read_parts(multipart).await?;
     let spec = parts.spec.ok_or_else(|| ApiError::bad_request("the push has no `spec` field"))?;
     let artifact = parts.artifact.ok_or_else(|| ApiError::bad_request("the push has no `artifact` field"))?;
-    let created_at = humantime::format_rfc3339_seconds(now()).to_string();
+    let created_at = rfc3339_now();
     let record = state
         .registry_op(move |r| {
             r.push(PushRequest {
@@ -115,10 +115,10 @@ pub async fn push(
     Ok((StatusCode::CREATED, Json(record)))
 }
 
-/// Wall-clock time for `created_at`; the registry is not a simulated core.
+/// Wall-clock time for `created_at` (RFC 3339, seconds); the registry is not a simulated core.
 #[allow(clippy::disallowed_methods)]
-fn now() -> std::time::SystemTime {
-    std::time::SystemTime::now()
+pub fn rfc3339_now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 #[derive(Debug, Default, Deserialize)]

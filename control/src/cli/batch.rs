@@ -83,11 +83,8 @@ pub struct SubmitArgs {
     pub node: NodeArg,
 }
 
-fn http() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(3600))
-        .build()?)
+fn http(api_key: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    super::client::http_client(api_key, Duration::from_secs(3600))
 }
 
 fn base(node: &NodeArg) -> String {
@@ -113,8 +110,8 @@ async fn get_status(http: &reqwest::Client, node: &NodeArg, id: &str) -> anyhow:
     answer(http.get(&url).send().await.with_context(|| format!("cannot reach {url}"))?).await
 }
 
-pub async fn run(cmd: BatchCommand, out: &Output) -> anyhow::Result<()> {
-    let http = http()?;
+pub async fn run(cmd: BatchCommand, api_key: Option<&str>, out: &Output) -> anyhow::Result<()> {
+    let http = http(api_key)?;
     match cmd {
         BatchCommand::Submit(args) => submit(&http, args, out).await,
         BatchCommand::Status { id, watch, node } => {

@@ -12,8 +12,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::experiments::ExperimentResults;
+use crate::api::keys::CreatedKey;
 use crate::api::rollouts::RolloutStatus;
 use crate::directory::NodeStatus;
+use crate::registry::keys::{KeyRecord, KeySpec};
 use crate::registry::ModelRecord;
 use crate::rollout::RolloutSpec;
 use crate::sink::SliceStats;
@@ -21,6 +23,36 @@ use crate::sink::SliceStats;
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    api_key: Option<String>,
+}
+
+/// An HTTP client for control or a node that sends `api_key` as a bearer token on every request.
+pub fn http_client(api_key: Option<&str>, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    http_client_trusting(api_key, timeout, None)
+}
+
+/// [`http_client`] that also trusts the CA in the PEM file `ca` (a development CA).
+pub fn http_client_trusting(
+    api_key: Option<&str>,
+    timeout: Duration,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key.map(str::trim).filter(|k| !k.is_empty()) {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("the API key is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let mut builder = reqwest::Client::builder()
+        .default_headers(headers)
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(timeout);
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    Ok(builder.build()?)
 }
 
 /// Control's error body, or the raw text.
@@ -36,11 +68,19 @@ async fn error_of(resp: reqwest::Response) -> anyhow::Error {
 
 impl Client {
     pub fn new(base: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(600))
-            .build()?;
-        Ok(Self { base: base.trim_end_matches('/').to_string(), http })
+        Self::with_key(base, None)
+    }
+
+    /// A client that sends `api_key` (needs `admin` when control's auth is on).
+    pub fn with_key(base: &str, api_key: Option<&str>) -> anyhow::Result<Self> {
+        let http = http_client(api_key, Duration::from_secs(600))?;
+        let api_key = api_key.map(str::to_string);
+        Ok(Self { base: base.trim_end_matches('/').to_string(), http, api_key })
+    }
+
+    /// The API key this client sends, for requests to nodes.
+    pub fn api_key(&self) -> Option<&str> {
+        self.api_key.as_deref()
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
@@ -168,5 +208,18 @@ impl Client {
 
     pub async fn nodes(&self) -> anyhow::Result<Vec<NodeStatus>> {
         self.send(self.http.get(self.url("/api/v1/nodes"))).await
+    }
+
+    /// Create an API key; the answer holds the key, shown this once.
+    pub async fn create_key(&self, spec: &KeySpec) -> anyhow::Result<CreatedKey> {
+        self.send(self.http.post(self.url("/api/v1/keys")).json(spec)).await
+    }
+
+    pub async fn keys(&self) -> anyhow::Result<Vec<KeyRecord>> {
+        self.send(self.http.get(self.url("/api/v1/keys"))).await
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> anyhow::Result<KeyRecord> {
+        self.send(self.http.delete(self.url(&format!("/api/v1/keys/{id}")))).await
     }
 }

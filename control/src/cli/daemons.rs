@@ -20,6 +20,9 @@ pub struct ControlArgs {
     pub listen: Option<SocketAddr>,
     #[arg(long, env = "MERIDIAN_CONTROL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// A bootstrap admin API key (`mk_<id>_<secret>`); control keeps only its sha256.
+    #[arg(long = "admin-key", env = "MERIDIAN_CONTROL_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +86,13 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.data_dir {
         config.data_dir = v;
+    }
+    if let Some(key) = args.admin_key {
+        anyhow::ensure!(
+            meridian_gossip::keys::key_id(key.trim()).is_some(),
+            "MERIDIAN_CONTROL_ADMIN_KEY is not an API key (mk_<id>_<secret>)"
+        );
+        config.auth.admin_key_sha256 = Some(crate::api::auth::admin_key_sha256(&key));
     }
     let shutdown = shutdown_on_signal();
     let handle = crate::server::spawn(config, shutdown).await?;

@@ -63,11 +63,8 @@ pub fn parse_views(text: &str) -> anyhow::Result<Vec<FeatureView>> {
     Ok(parsed.views)
 }
 
-fn http() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(300))
-        .build()?)
+fn http(api_key: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    super::client::http_client(api_key, Duration::from_secs(300))
 }
 
 async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
@@ -121,9 +118,14 @@ pub async fn run(client: &Client, cmd: FeaturesCommand, out: &Output) -> anyhow:
             let features: Value =
                 serde_json::from_str(&features).context("--features must be a JSON object")?;
             let url = format!("{}/api/v1/features/{view}/{entity}", node.trim_end_matches('/'));
-            let value =
-                answer(http()?.put(url).json(&serde_json::json!({ "features": features })).send().await?)
-                    .await?;
+            let value = answer(
+                http(client.api_key())?
+                    .put(url)
+                    .json(&serde_json::json!({ "features": features }))
+                    .send()
+                    .await?,
+            )
+            .await?;
             out.show(&value, || {
                 let mut t = table(&["written", "store"]);
                 t.add_row(vec![value["written"].to_string(), value["store"].to_string()]);
@@ -132,24 +134,31 @@ pub async fn run(client: &Client, cmd: FeaturesCommand, out: &Output) -> anyhow:
         }
         FeaturesCommand::Get { view, entity, node } => {
             let url = format!("{}/api/v1/features/{view}/{entity}", node.trim_end_matches('/'));
-            let value = answer(http()?.get(url).send().await?).await?;
+            let value = answer(http(client.api_key())?.get(url).send().await?).await?;
             say!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }
         FeaturesCommand::Ingest { file, view, node, chunk } => {
-            ingest(&file, &view, &node, chunk.max(1), out).await
+            ingest(&file, &view, &node, chunk.max(1), client.api_key(), out).await
         }
     }
 }
 
-async fn ingest(file: &PathBuf, view: &str, node: &str, chunk: usize, out: &Output) -> anyhow::Result<()> {
+async fn ingest(
+    file: &PathBuf,
+    view: &str,
+    node: &str,
+    chunk: usize,
+    api_key: Option<&str>,
+    out: &Output,
+) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let is_csv = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     let mut lines: Vec<&str> = text.lines().collect();
     let header = if is_csv && !lines.is_empty() { Some(lines.remove(0)) } else { None };
     let bar = progress(lines.len(), "lines", out.json);
     let url = format!("{}/api/v1/features/{view}/ingest", node.trim_end_matches('/'));
-    let http = http()?;
+    let http = http(api_key)?;
     let (mut written, mut refused_count, mut refused, mut store) = (0u64, 0u64, Vec::new(), String::new());
     for (i, part) in lines.chunks(chunk).enumerate() {
         // Line numbers in the answer count from the chunk's first line (1, or 2 after a header).

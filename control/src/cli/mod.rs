@@ -3,6 +3,7 @@
 //!
 //! - [`client`]: the control API client the commands share.
 //! - [`models`], [`rollout`], [`experiments`], [`features`], [`predict`], [`nodes`]: operator commands; tables for people, `--json` for scripts.
+//! - [`keys`]: API keys: create (shown once), list, revoke.
 //! - [`batch`]: batch jobs on a node: submit a file, follow it, download the output.
 //! - [`daemons`]: `meridian control` and `meridian node` (config file, env, flags).
 //! - [`up`]: control + three nodes in three regions on loopback.
@@ -19,6 +20,7 @@ pub mod client;
 pub mod daemons;
 pub mod experiments;
 pub mod features;
+pub mod keys;
 pub mod models;
 pub mod nodes;
 pub mod output;
@@ -41,6 +43,9 @@ pub struct Cli {
     /// Log as JSON lines.
     #[arg(long, global = true)]
     pub log_json: bool,
+    /// The API key sent to control (needs `admin`) and to nodes, as `Authorization: Bearer`.
+    #[arg(long, global = true, env = "MERIDIAN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -72,6 +77,9 @@ pub enum Command {
     /// Batch jobs: submit a file of rows, follow progress, download predictions.
     #[command(subcommand)]
     Batch(batch::BatchCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// List the nodes that report to control.
     Nodes,
     /// Latency percentiles and traffic per model, version, arm and region, refreshed live.
@@ -80,18 +88,21 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = output::Output { json: cli.json };
+    let key = cli.api_key.as_deref();
+    let control = || client::Client::with_key(&cli.control, key);
     match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Control(args) => daemons::control(args).await,
         Command::Node(args) => daemons::node(args).await,
         Command::Certs(args) => certs::run(&args),
-        Command::Models(cmd) => models::run(&client::Client::new(&cli.control)?, cmd, &out).await,
-        Command::Rollout(cmd) => rollout::run(&client::Client::new(&cli.control)?, cmd, &out).await,
-        Command::Experiments(cmd) => experiments::run(&client::Client::new(&cli.control)?, cmd, &out).await,
-        Command::Features(cmd) => features::run(&client::Client::new(&cli.control)?, cmd, &out).await,
-        Command::Predict(args) => predict::run(args, &out).await,
-        Command::Batch(cmd) => batch::run(cmd, &out).await,
-        Command::Top(args) => top::run(&client::Client::new(&cli.control)?, args, &out).await,
-        Command::Nodes => nodes::run(&client::Client::new(&cli.control)?, &out).await,
+        Command::Models(cmd) => models::run(&control()?, cmd, &out).await,
+        Command::Rollout(cmd) => rollout::run(&control()?, cmd, &out).await,
+        Command::Experiments(cmd) => experiments::run(&control()?, cmd, &out).await,
+        Command::Features(cmd) => features::run(&control()?, cmd, &out).await,
+        Command::Predict(args) => predict::run(args, key, &out).await,
+        Command::Batch(cmd) => batch::run(cmd, key, &out).await,
+        Command::Keys(cmd) => keys::run(&control()?, cmd, &out).await,
+        Command::Top(args) => top::run(&control()?, args, &out).await,
+        Command::Nodes => nodes::run(&control()?, &out).await,
     }
 }

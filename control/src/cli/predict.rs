@@ -24,9 +24,6 @@ pub struct PredictArgs {
     /// PEM file of the CA that signed the node's certificate (`meridian up`: .meridian/up/certs/ca.pem).
     #[arg(long, env = "MERIDIAN_CA")]
     pub ca: Option<PathBuf>,
-    /// A JWT or API key.
-    #[arg(long, env = "MERIDIAN_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
     /// One row as a JSON object of features.
     #[arg(long, conflicts_with_all = ["feature", "file"])]
     pub features: Option<String>,
@@ -87,12 +84,12 @@ fn read_rows(path: &PathBuf) -> anyhow::Result<Vec<Map<String, Value>>> {
     Ok(rows)
 }
 
-pub async fn run(args: PredictArgs, out: &Output) -> anyhow::Result<()> {
+pub async fn run(args: PredictArgs, api_key: Option<&str>, out: &Output) -> anyhow::Result<()> {
     let options = ClientOptions {
         url: args.node.clone(),
         transport: args.transport,
         ca: args.ca.clone(),
-        token: args.api_key.clone(),
+        token: api_key.map(str::to_string),
         timeout: Duration::from_secs(60),
         ..Default::default()
     };

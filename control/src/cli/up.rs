@@ -1,5 +1,7 @@
 //! `meridian up`: control and three nodes in three regions on loopback, in this process, with
 //! embedded defaults (sled, no Redis); the demo models pushed and deployed; Ctrl-C stops all.
+//! Auth is on unless `--no-auth`: `up` makes a demo key with every scope (kept in
+//! `<data_dir>/demo.key` across runs) and prints how to use it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +15,9 @@ use meridian_node::NodeConfig;
 
 use super::client::Client;
 use super::daemons::shutdown_on_signal;
-use crate::config::ControlConfig;
+use crate::config::{ControlAuthConfig, ControlConfig};
+use crate::registry::keys::KeySpec;
+use meridian_gossip::keys::Scopes;
 
 pub const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
@@ -31,6 +35,30 @@ pub struct UpArgs {
     /// Serve HTTP/1.1 over TLS too (with the development CA); default: plaintext HTTP/1.1.
     #[arg(long)]
     pub https: bool,
+    /// Turn auth off on control and the nodes (local development only): no key needed.
+    #[arg(long)]
+    pub no_auth: bool,
+}
+
+/// The file `up` keeps its demo key in, so a restart reuses it.
+const DEMO_KEY_FILE: &str = "demo.key";
+
+/// The demo key (every scope) from an earlier run if control still has it, else a new one.
+async fn ensure_demo_key(client: &Client, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join(DEMO_KEY_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let key = text.trim().to_string();
+        let id = meridian_gossip::keys::key_id(&key).unwrap_or_default().to_string();
+        if client.keys().await?.iter().any(|k| k.id == id && k.revoked_at.is_none()) {
+            return Ok(key);
+        }
+    }
+    let spec = KeySpec { name: "demo".into(), scopes: Scopes::all(), ..KeySpec::default() };
+    let created = client.create_key(&spec).await?;
+    std::fs::create_dir_all(data_dir)?;
+    crate::api::auth::write_private(&path, &created.key)?;
+    eprintln!("  created the demo API key {} (kept in {})", created.record.id, path.display());
+    Ok(created.key)
 }
 
 /// Push each bundled demo model that control does not have yet and deploy it if nothing of it
@@ -66,56 +94,48 @@ fn example_row() -> String {
     reference["rows"][0].to_string()
 }
 
-/// What is running and what to try.
-fn welcome(control_url: &str, nodes: &[meridian_node::NodeHandle], ca: &std::path::Path) {
-    let first = nodes[0].url();
-    say!("\nmeridian is up.\n\n  control    {}", control_url);
-    for (n, region) in nodes.iter().zip(REGIONS) {
-        let quic =
-            n.quic_addr.map_or_else(String::new, |a| format!("  + HTTP/3 and QUIC on udp/{}", a.port()));
-        say!("  node       {:<22} region {region:<9} {}{quic}", n.state.config.id, n.url());
-    }
-    say!("  CA         {} (trust it for HTTP/3 and QUIC)", ca.display());
-    say!("\n  models     {}", DEMO_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", "));
-    say!("\nTry:\n");
-    say!(
-        "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict -H 'content-type: application/json' \\\n    -d '{{\"features\": {}}}'\n",
-        example_row()
-    );
-    say!(
-        "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict -H 'content-type: application/json' \\\n    -d '{{\"entity\": {{\"patient_id\": \"p42\"}}}}'\n"
-    );
-    say!(
-        "  cargo run --release --bin meridian -- predict breast-cancer-mlp --transport native --ca {} \\\n    --features '{}'\n",
-        ca.display(),
-        example_row()
-    );
-    say!("  cargo run --release --bin meridian -- models list");
-    say!("  cargo run --release --bin meridian -- nodes");
-    say!("  curl -s {first}/v2/models/breast-cancer-mlp\n\nCtrl-C stops everything.");
-}
-
-pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let shutdown = shutdown_on_signal();
+/// Control on `port` with auth as asked; with auth on, `up` drives it with a bootstrap admin
+/// key made for this run only (control keeps its hash).
+async fn start_control(
+    args: &UpArgs,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(crate::ControlHandle, Client)> {
+    let admin_key = if args.no_auth { None } else { Some(crate::registry::keys::generate_key()?.1) };
     let control_config = ControlConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], args.port)),
         data_dir: args.data_dir.join("control"),
+        auth: ControlAuthConfig {
+            enabled: !args.no_auth,
+            admin_key_sha256: admin_key.as_deref().map(crate::api::auth::admin_key_sha256),
+            jwt: Vec::new(),
+        },
         ..ControlConfig::default()
     };
     let control = crate::server::spawn(control_config, shutdown.clone()).await?;
-    // A development CA signs each node's certificate: HTTP/3 and native QUIC need TLS. HTTP/1.1
-    // stays plaintext here (unless --https) so the curl examples work as printed (local development).
+    let client = Client::with_key(&control.url(), admin_key.as_deref())?;
+    Ok((control, client))
+}
+
+/// The nodes, each with a certificate from the development CA in `<data_dir>/certs`: HTTP/3 and
+/// native QUIC need TLS. HTTP/1.1 stays plaintext (unless --https) so the curl examples work as
+/// printed (local development).
+async fn start_nodes(
+    args: &UpArgs,
+    control_url: &str,
+    demo_key: Option<&str>,
+    ca: &meridian_node::transport::certs::DevCa,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Vec<meridian_node::NodeHandle>> {
     let certs = args.data_dir.join("certs");
-    let ca = meridian_node::transport::certs::DevCa::open_or_create(&certs)?;
     let mut nodes = Vec::new();
     for (i, region) in REGIONS.iter().enumerate() {
         let id = format!("{region}-1");
         let (cert, key) = ca.issue(&["127.0.0.1".to_string(), "localhost".to_string()], &certs, &id)?;
-        let config = NodeConfig {
+        let mut config = NodeConfig {
             id: id.clone(),
             region: region.to_string(),
             listen: SocketAddr::from(([127, 0, 0, 1], args.port + 1 + i as u16)),
-            control_url: Some(control.url()),
+            control_url: Some(control_url.to_string()),
             data_dir: args.data_dir.join(&id),
             heartbeat_ms: 2_000,
             tls: meridian_node::transport::tls::TlsConfig {
@@ -125,30 +145,46 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             },
             ..NodeConfig::default()
         };
-        let mut config = config;
         config.features.redis_url = args.redis.clone();
+        config.auth.enabled = !args.no_auth;
+        // Spread batch jobs send shards to peers with the demo key.
+        config.auth.peer_key = demo_key.map(str::to_string);
         nodes.push(
             meridian_node::spawn(config, shutdown.clone())
                 .await
                 .with_context(|| format!("starting node {id}"))?,
         );
     }
-    eprintln!("meridian: control at {}; pushing the demo models", control.url());
-    let client = Client::new(&control.url())?;
-    ensure_demo_models(&client).await?;
+    Ok(nodes)
+}
+
+/// Until every node has loaded the demo models and knows the demo key.
+async fn wait_ready(nodes: &[meridian_node::NodeHandle], demo_key: Option<&str>) -> anyhow::Result<()> {
+    let key_id = demo_key.and_then(meridian_gossip::keys::key_id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !nodes.iter().all(|n| n.state.table.load().ready()) {
+    let ready = |n: &meridian_node::NodeHandle| {
+        let table = n.state.table.load();
+        table.ready() && key_id.is_none_or(|id| table.catalog.keys.contains_key(id))
+    };
+    while !nodes.iter().all(ready) {
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
             "the nodes did not load the demo models within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Without Redis each node's sled is its own store, so every node gets the patients.
-    let ca_pem = reqwest::Certificate::from_pem(&std::fs::read(&ca.cert_path)?)?;
-    let http =
-        reqwest::Client::builder().add_root_certificate(ca_pem).timeout(Duration::from_secs(30)).build()?;
-    let loaders = if args.redis.is_some() { &nodes[..1] } else { &nodes[..] };
+    Ok(())
+}
+
+/// Without Redis each node's sled is its own store, so every node gets the patients.
+async fn load_patients(
+    nodes: &[meridian_node::NodeHandle],
+    shared: bool,
+    key: Option<&str>,
+    ca: &std::path::Path,
+) -> anyhow::Result<()> {
+    let http = super::client::http_client_trusting(key, Duration::from_secs(30), Some(ca))?;
+    let loaders = if shared { &nodes[..1] } else { nodes };
     for n in loaders {
         let url = format!("{}/api/v1/features/patients/ingest", n.url());
         let resp = http.post(url).header("content-type", "text/csv").body(PATIENTS_CSV).send().await?;
@@ -158,7 +194,65 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             resp.text().await?
         );
     }
-    welcome(&control.url(), &nodes, &ca.cert_path);
+    Ok(())
+}
+
+fn print_usage(
+    control: &str,
+    nodes: &[meridian_node::NodeHandle],
+    demo_key: Option<&str>,
+    ca: &std::path::Path,
+) {
+    let first = nodes.first().map(|n| n.url()).unwrap_or_default();
+    say!("\nmeridian is up.\n\n  control    {control}");
+    for (n, region) in nodes.iter().zip(REGIONS) {
+        let quic =
+            n.quic_addr.map_or_else(String::new, |a| format!("  + HTTP/3 and QUIC on udp/{}", a.port()));
+        say!("  node       {:<22} region {region:<9} {}{quic}", n.state.config.id, n.url());
+    }
+    say!("  CA         {} (trust it for HTTPS, HTTP/3 and QUIC)", ca.display());
+    say!("\n  models     {}", DEMO_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", "));
+    let auth = match demo_key {
+        Some(key) => {
+            say!("\nAuth is on. The demo API key has every scope (a node's default limits apply):\n");
+            say!("  export MERIDIAN_API_KEY={key}");
+            " -H \"authorization: Bearer $MERIDIAN_API_KEY\""
+        }
+        None => {
+            say!("\nAuth is off (--no-auth): nodes and control take requests without a key.");
+            ""
+        }
+    };
+    say!("\nTry:\n");
+    say!(
+        "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict{auth} -H 'content-type: application/json' \\\n    -d '{{\"features\": {}}}'\n",
+        example_row()
+    );
+    say!(
+        "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict{auth} -H 'content-type: application/json' \\\n    -d '{{\"entity\": {{\"patient_id\": \"p42\"}}}}'\n"
+    );
+    say!(
+        "  cargo run --release --bin meridian -- predict breast-cancer-mlp --transport native --ca {} \\\n    --features '{}'\n",
+        ca.display(),
+        example_row()
+    );
+    say!("  cargo run --release --bin meridian -- models list");
+    say!("  cargo run --release --bin meridian -- nodes");
+    say!("  cargo run --release --bin meridian -- keys create --name app --scope predict");
+    say!("  curl -s {first}/v2/models/breast-cancer-mlp{auth}\n\nCtrl-C stops everything.");
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let (control, client) = start_control(&args, &shutdown).await?;
+    let demo_key = if args.no_auth { None } else { Some(ensure_demo_key(&client, &args.data_dir).await?) };
+    let ca = meridian_node::transport::certs::DevCa::open_or_create(&args.data_dir.join("certs"))?;
+    let nodes = start_nodes(&args, &control.url(), demo_key.as_deref(), &ca, &shutdown).await?;
+    eprintln!("meridian: control at {}; pushing the demo models", control.url());
+    ensure_demo_models(&client).await?;
+    wait_ready(&nodes, demo_key.as_deref()).await?;
+    load_patients(&nodes, args.redis.is_some(), demo_key.as_deref(), &ca.cert_path).await?;
+    print_usage(&control.url(), &nodes, demo_key.as_deref(), &ca.cert_path);
     shutdown.cancelled().await;
     eprintln!("stopping");
     for n in nodes {

@@ -4,10 +4,12 @@
 //! - [`record`]: a stored model version and its status.
 //! - [`artifacts`]: blobs on disk named by their sha256.
 //! - [`store`]: push, deploy, rollback, archive, each one sled transaction.
+//! - [`keys`]: API keys, stored hashed, published in the catalog, revoked by id.
 //! - [`rollouts`]: rollout state and the catalog changes a rollout makes.
 //! - [`validate`]: what a pushed artifact must pass before anything is stored.
 
 pub mod artifacts;
+pub mod keys;
 pub mod record;
 pub mod rollouts;
 pub mod store;

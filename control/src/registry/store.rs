@@ -17,7 +17,7 @@ use super::record::{ModelRecord, Status};
 use super::validate::validate_push;
 use super::RegistryError;
 
-const CATALOG_KEY: &[u8] = b"catalog";
+pub(super) const CATALOG_KEY: &[u8] = b"catalog";
 
 /// Deploy history of one model, oldest first: what `rollback` walks back through.
 fn history_key(name: &str) -> Vec<u8> {
@@ -94,34 +94,43 @@ fn check_views(spec: &ModelSpec, catalog: &Catalog) -> Result<(), RegistryError>
 pub struct Registry {
     pub(super) db: sled::Db,
     versions: sled::Tree,
-    catalog: sled::Tree,
+    pub(super) catalog: sled::Tree,
+    /// API keys by id (see `keys.rs`).
+    pub(super) keys: sled::Tree,
     /// Canary rollouts by model (see `rollouts.rs`).
     pub(super) rollouts: sled::Tree,
     artifacts: ArtifactStore,
     pub(super) write_lock: Mutex<()>,
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<RegistryError>>;
+pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<RegistryError>>;
 
-fn abort<T>(e: RegistryError) -> TxResult<T> {
+pub(super) fn abort<T>(e: RegistryError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
-fn unwrap_tx<T>(r: Result<T, TransactionError<RegistryError>>) -> Result<T, RegistryError> {
+pub(super) fn unwrap_tx<T>(r: Result<T, TransactionError<RegistryError>>) -> Result<T, RegistryError> {
     r.map_err(|e| match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => e.into(),
     })
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
+    tree: &TransactionalTree,
+    key: &[u8],
+) -> TxResult<Option<T>> {
     match tree.get(key)? {
         Some(v) => serde_json::from_slice(&v).map(Some).or_else(|e| abort(e.into())),
         None => Ok(None),
     }
 }
 
-fn write_json<T: serde::Serialize>(tree: &TransactionalTree, key: &[u8], value: &T) -> TxResult<()> {
+pub(super) fn write_json<T: serde::Serialize>(
+    tree: &TransactionalTree,
+    key: &[u8],
+    value: &T,
+) -> TxResult<()> {
     let bytes = serde_json::to_vec(value).or_else(|e| abort(e.into()))?;
     tree.insert(key, bytes)?;
     Ok(())
@@ -133,6 +142,7 @@ impl Registry {
         Ok(Self {
             versions: db.open_tree("versions")?,
             catalog: db.open_tree("catalog")?,
+            keys: db.open_tree("keys")?,
             rollouts: db.open_tree("rollouts")?,
             artifacts: ArtifactStore::open(&dir.join("artifacts"))?,
             db,

@@ -31,8 +31,10 @@ impl Control {
 
     /// Start on a given address (to restart control where nodes expect it).
     pub async fn start_on(dir: &Path, listen: SocketAddr) -> Control {
-        Self::start_with(ControlConfig { listen, data_dir: dir.join("control"), ..ControlConfig::default() })
-            .await
+        let mut config = ControlConfig { listen, data_dir: dir.join("control"), ..ControlConfig::default() };
+        // Auth is on by default; these tests are about other things (tests/auth.rs turns it on).
+        config.auth.enabled = false;
+        Self::start_with(config).await
     }
 
     pub async fn start_with(config: ControlConfig) -> Control {
@@ -73,6 +75,8 @@ pub fn node_config(id: &str, control: Option<String>, data_dir: &Path) -> NodeCo
         catalog_wait_ms: 2_000,
         heartbeat_ms: 500,
         tls: meridian_node::transport::tls::TlsConfig { plaintext_http: true, ..Default::default() },
+        // Auth is on by default; these tests are about other things (tests/auth.rs turns it on).
+        auth: meridian_node::auth::AuthConfig { enabled: false, ..Default::default() },
         ..NodeConfig::default()
     }
 }

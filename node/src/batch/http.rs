@@ -6,6 +6,7 @@
 //! needs is checked before it is accepted: the model, a readable input, a writable output.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,6 +14,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -21,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use super::format::Format;
 use super::job::{JobRecord, JobState};
 use super::JobStatus;
+use crate::auth::{Principal, Scope};
 use crate::features::row::unix_ms;
 use crate::serve::error::ApiError;
 use crate::serve::AppState;
@@ -65,15 +68,12 @@ fn over_limit(message: String, wait: Duration) -> ApiError {
 
 pub async fn submit(
     State(state): State<AppState>,
+    principal: Option<Extension<Arc<Principal>>>,
     headers: HeaderMap,
     query: Result<Query<SubmitParams>, QueryRejection>,
     body: Body,
 ) -> Result<(StatusCode, Json<JobStatus>), ApiError> {
-    let key = super::limit::key_of(&headers);
-    state.batch.limit.check(&key).map_err(|wait| {
-        let per_minute = state.config.batch.submissions_per_minute;
-        over_limit(format!("over the batch submission limit ({per_minute} per minute)"), wait)
-    })?;
+    // The submission rate limit per key was taken by the auth layer (`limits.batch_per_minute`).
     let unfinished = state.batch.unfinished().map_err(|e| internal("the job database failed", e))?;
     if unfinished >= state.config.batch.max_jobs {
         let message = format!("{unfinished} batch jobs are queued or running here; the limit is reached");
@@ -93,6 +93,10 @@ pub async fn submit(
     let name = params.model.clone().ok_or_else(|| {
         ApiError::bad_request("name the model: \"model\" in the JSON body, or ?model=NAME with an upload")
     })?;
+    // The auth layer checked the `batch` scope; the model is known only now.
+    if let Some(Extension(principal)) = &principal {
+        principal.allow(Scope::Batch, Some(&name)).map_err(ApiError::from)?;
+    }
     let model = crate::serve::path::resolve(&state, &name, params.version)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let dir = state.batch.job_dir(&id);

@@ -8,7 +8,6 @@
 //! - [`runner`]: runs one job: a reader thread parses and assembles chunks, the model's
 //!   low-priority lane scores them, each chunk is checkpointed, then the output is written.
 //! - [`spread`]: a job split across the nodes of a region, outputs joined in input order.
-//! - [`limit`]: the per-key submission limit.
 //! - [`http`]: `/api/v1/batch` endpoints.
 //!
 //! Backpressure: at most `max_running` jobs score at once (the rest wait, `queued`), at most
@@ -19,7 +18,6 @@
 pub mod format;
 pub mod http;
 pub mod job;
-pub mod limit;
 pub mod read;
 pub mod runner;
 pub mod spread;
@@ -53,8 +51,6 @@ pub struct BatchConfig {
     pub max_running: usize,
     /// Unfinished jobs (queued or running) a node keeps; more are refused with 429.
     pub max_jobs: usize,
-    /// Submissions per minute per key (token bucket); 0 turns the limit off.
-    pub submissions_per_minute: u32,
     /// Whether a submission may name an input file on the node's disk (else uploads and URLs).
     pub allow_paths: bool,
 }
@@ -67,7 +63,6 @@ impl Default for BatchConfig {
             model_rows: 1_024,
             max_running: 1,
             max_jobs: 100,
-            submissions_per_minute: 100,
             allow_paths: true,
         }
     }
@@ -99,12 +94,12 @@ struct Live {
     since: Option<(Instant, u64)>,
 }
 
-/// The node's batch jobs: the store, the running tasks and the limits.
+/// The node's batch jobs: the store, the running tasks and the limits (the per-key submission
+/// rate is one of the auth layer's limits).
 pub struct Batches {
     pub store: JobStore,
     /// Uploads and results: `<data_dir>/batch/<job id>/`.
     pub dir: PathBuf,
-    pub limit: limit::SubmitLimit,
     running: Arc<Semaphore>,
     live: Mutex<HashMap<String, Live>>,
     tasks: TaskTracker,
@@ -123,7 +118,6 @@ impl Batches {
         Ok(Self {
             store: JobStore::open(&data_dir.join("batch.sled"))?,
             dir,
-            limit: limit::SubmitLimit::new(config.submissions_per_minute),
             running: Arc::new(Semaphore::new(config.max_running)),
             live: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),

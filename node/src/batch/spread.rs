@@ -34,8 +34,18 @@ struct PeerModel {
     version: u32,
 }
 
-fn client() -> Result<reqwest::Client, String> {
+/// The client for control's directory and the peers; it sends `auth.peer_key` when set, as
+/// peers with auth on need a `batch` credential for the shards.
+fn client(state: &NodeState) -> Result<reqwest::Client, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &state.config.auth.peer_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| "auth.peer_key is not a valid header value".to_string())?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(60))
         .build()
@@ -51,7 +61,7 @@ pub async fn split(state: &NodeState, job: &JobRecord) -> Result<Vec<Part>, ApiE
     let url = format!("{}/api/v1/nodes", control.trim_end_matches('/'));
     let unavailable =
         |e: &dyn std::fmt::Display| ApiError::unavailable(format!("cannot list the nodes: {e}"));
-    let client = client().map_err(|e| unavailable(&e))?;
+    let client = client(state).map_err(|e| unavailable(&e))?;
     let resp = client.get(&url).send().await.map_err(|e| unavailable(&e))?;
     let peers: Vec<Peer> = resp.json().await.map_err(|e| unavailable(&e))?;
     let mut nodes: Vec<(String, String)> = peers
@@ -85,7 +95,7 @@ pub async fn coordinate(
     mut job: JobRecord,
     token: &CancellationToken,
 ) -> Result<(), Stop> {
-    let http = client().map_err(Stop::Failed)?;
+    let http = client(state).map_err(Stop::Failed)?;
     let followed = async {
         submit_parts(state, &http, &mut job).await?;
         follow(state, &http, &mut job, token).await
@@ -118,7 +128,6 @@ async fn submit_parts(state: &NodeState, http: &reqwest::Client, job: &mut JobRe
         });
         let resp = http
             .post(format!("{}/api/v1/batch", part.url))
-            .header("x-api-key", format!("spread:{}", state.config.id))
             .json(&body)
             .send()
             .await

@@ -273,8 +273,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         // Six jobs of 2 rows queue while the worker is busy: batches of 4 rows take them.
-        let queued: Vec<_> =
-            (0..6).map(|i| pool.submit(InputBatch::new(2, 1, vec![i as f32, 1.0]).unwrap()).unwrap()).collect();
+        let queued: Vec<_> = (0..6)
+            .map(|i| pool.submit(InputBatch::new(2, 1, vec![i as f32, 1.0]).unwrap()).unwrap())
+            .collect();
         drop(held);
         first.await.unwrap().unwrap();
         for (i, rx) in queued.into_iter().enumerate() {

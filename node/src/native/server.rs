@@ -14,7 +14,7 @@ use super::code;
 use super::frame::{decode_f32_rows, encode, Frame, FrameError, Kind, VERSION};
 use super::io::{FrameReader, ReadError};
 use crate::inference::LoadedModel;
-use crate::serve::auth_hook::Principal;
+use crate::serve::auth_hook::Session;
 use crate::serve::error::ApiError;
 use crate::serve::path::choose;
 use crate::serve::stream::{start, Pending, DEPTH};
@@ -81,8 +81,8 @@ pub fn error_frame(e: &ApiError) -> Bytes {
 
 /// Serve one connection until the peer closes it or the node shuts down.
 pub async fn serve_connection(state: AppState, conn: quinn::Connection) {
-    let principal = match tokio::time::timeout(HELLO_TIMEOUT, handshake(&state, &conn)).await {
-        Ok(Ok(principal)) => Arc::new(principal),
+    let session = match tokio::time::timeout(HELLO_TIMEOUT, handshake(&state, &conn)).await {
+        Ok(Ok(session)) => Arc::new(session),
         Ok(Err((c, reason))) => {
             tracing::debug!(peer = %conn.remote_address(), code = c, %reason, "native connection refused");
             conn.close(c.into(), reason.as_bytes());
@@ -96,7 +96,7 @@ pub async fn serve_connection(state: AppState, conn: quinn::Connection) {
     loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
-                Ok((send, recv)) => { tokio::spawn(request(state.clone(), principal.clone(), send, recv)); }
+                Ok((send, recv)) => { tokio::spawn(request(state.clone(), session.clone(), send, recv)); }
                 Err(_) => break,
             },
             () = state.shutdown.cancelled() => {
@@ -108,7 +108,7 @@ pub async fn serve_connection(state: AppState, conn: quinn::Connection) {
 }
 
 /// The first stream: `HELLO` in, `WELCOME` out. Errors: the code and reason to close with.
-async fn handshake(state: &AppState, conn: &quinn::Connection) -> Result<Principal, (u32, String)> {
+async fn handshake(state: &AppState, conn: &quinn::Connection) -> Result<Session, (u32, String)> {
     let (mut send, recv) = conn.accept_bi().await.map_err(|e| (code::PROTOCOL, e.to_string()))?;
     let mut reader = FrameReader::new(recv, 64 * 1024);
     let frame = match reader.next().await {
@@ -125,7 +125,7 @@ async fn handshake(state: &AppState, conn: &quinn::Connection) -> Result<Princip
             format!("version {} (this node speaks {VERSION})", hello.version),
         ));
     }
-    let principal = crate::serve::auth_hook::connection(state, hello.token.as_deref())
+    let session = crate::serve::auth_hook::connection(state, hello.token.as_deref())
         .map_err(|e| (code::UNAUTHENTICATED, e.message))?;
     let welcome = Welcome {
         version: VERSION,
@@ -136,7 +136,7 @@ async fn handshake(state: &AppState, conn: &quinn::Connection) -> Result<Princip
     let bytes = encode(Kind::Welcome, &serde_json::to_vec(&welcome).unwrap_or_default());
     send.write_all(&bytes).await.map_err(|e| (code::PROTOCOL, e.to_string()))?;
     let _ = send.finish();
-    Ok(principal)
+    Ok(session)
 }
 
 type Item = Result<Pending, ApiError>;
@@ -144,12 +144,12 @@ type Item = Result<Pending, ApiError>;
 /// One request stream: `OPEN`, then rows frames until the client finishes its side.
 async fn request(
     state: AppState,
-    principal: Arc<Principal>,
+    session: Arc<Session>,
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
     let mut reader = FrameReader::new(recv, state.config.max_body_bytes);
-    let model = match open(&state, &mut reader, &principal).await {
+    let model = match open(&state, &mut reader, &session).await {
         Ok(Some(model)) => model,
         Ok(None) => return,
         Err((e, stop)) => {
@@ -187,7 +187,7 @@ async fn request(
         }
         let _ = send.finish();
     });
-    let stop = read_rows(&state, &model, &mut reader, &principal, &tx).await;
+    let stop = read_rows(&state, &model, &mut reader, &session, &tx).await;
     drop(tx);
     let _ = writer.await;
     if let Some(c) = stop {
@@ -200,7 +200,7 @@ type OpenError = (ApiError, Option<u32>);
 async fn open(
     state: &AppState,
     reader: &mut FrameReader<quinn::RecvStream>,
-    principal: &Principal,
+    session: &Session,
 ) -> Result<Option<Arc<LoadedModel>>, OpenError> {
     let frame = match reader.next().await {
         Ok(Some(f)) if f.kind == Kind::Open => f,
@@ -217,7 +217,7 @@ async fn open(
         Some(v) => crate::serve::path::resolve(state, &open.model, Some(v)),
         None => choose(state, &open.model, open.unit.as_deref(), rand_u64()).map(|(m, _)| m),
     };
-    crate::serve::auth_hook::request(state, principal, &open.model).map_err(|e| (e, None))?;
+    crate::serve::auth_hook::permit(state, session, &open.model).map_err(|e| (e, None))?;
     model.map(Some).map_err(|e| (e, None))
 }
 
@@ -241,13 +241,13 @@ async fn read_rows(
     state: &AppState,
     model: &Arc<LoadedModel>,
     reader: &mut FrameReader<quinn::RecvStream>,
-    principal: &Principal,
+    session: &Session,
     tx: &mpsc::Sender<Item>,
 ) -> Option<u32> {
     loop {
         let (item, stop) = match reader.next().await {
             Ok(Some(frame)) => match rows_of(model, &frame) {
-                Ok(input) => match crate::serve::auth_hook::request(state, principal, &model.manifest.name) {
+                Ok(input) => match crate::serve::auth_hook::request(state, session, &model.manifest.name) {
                     Ok(()) => (start(state, model, input, "native").await, None),
                     Err(e) => (Err(e), None),
                 },

@@ -1,12 +1,14 @@
 //! The one mapping from failures to HTTP answers: a status and `{"error": "..."}` (both the
-//! seed API and the Open Inference Protocol use that body), plus `Retry-After` on overload.
+//! seed API and the Open Inference Protocol use that body), plus `Retry-After` on overload,
+//! `WWW-Authenticate` on 401 and the `RateLimit-*` headers on 429.
 
 use axum::extract::rejection::BytesRejection;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use meridian_models::ModelError;
 
+use crate::auth::{AuthError, Limited, RateInfo};
 use crate::inference::table::Resolved;
 use crate::inference::SubmitError;
 
@@ -16,11 +18,26 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u32>,
+    /// More headers for the answer (`WWW-Authenticate`, `RateLimit-*`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// The IETF draft's `RateLimit-Limit`, `-Remaining` and `-Reset` headers.
+pub fn rate_headers(rate: RateInfo) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (RATELIMIT_LIMIT, HeaderValue::from(rate.limit)),
+        (RATELIMIT_REMAINING, HeaderValue::from(rate.remaining)),
+        (RATELIMIT_RESET, HeaderValue::from(rate.reset_secs)),
+    ]
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after: None }
+        Self { status, message: message.into(), retry_after: None, headers: Vec::new() }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -69,6 +86,31 @@ impl From<SubmitError> for ApiError {
     }
 }
 
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let status = e.status();
+        let mut error = Self::new(status, e.to_string());
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = match e {
+                AuthError::Missing => "Bearer",
+                _ => "Bearer error=\"invalid_token\"",
+            };
+            error.headers.push((header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge)));
+        }
+        error
+    }
+}
+
+impl From<Limited> for ApiError {
+    fn from(e: Limited) -> Self {
+        let secs = e.retry_after_secs();
+        let mut error =
+            Self { retry_after: Some(secs), ..Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()) };
+        error.headers.extend(rate_headers(RateInfo { limit: e.limit, remaining: 0, reset_secs: secs }));
+        error
+    }
+}
+
 impl From<ModelError> for ApiError {
     fn from(e: ModelError) -> Self {
         match e {
@@ -97,6 +139,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
         }
         response
     }

@@ -8,6 +8,8 @@
 //! - [`feedback`]: outcomes of answered requests, for experiments.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //! - Batch jobs (`/api/v1/batch…`) are routed here; their handlers live in [`crate::batch::http`].
+//!
+//! Every route passes [`crate::auth::layer::authorize`] first: credential, scope, model, rate.
 
 pub mod auth_hook;
 pub mod error;
@@ -66,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_ready_version))
         .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer_version))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::layer::authorize))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -55,6 +55,8 @@ async fn obtain(
 }
 
 pub async fn adopt(state: &NodeState, catalog: Catalog, client: Option<&ControlClient>) {
+    // Keys first: a revocation must not wait for model loads.
+    state.auth.adopt(&catalog);
     let old = state.table.load_full();
     let mut models = BTreeMap::new();
     let mut missing = BTreeMap::new();

@@ -17,6 +17,22 @@ pub const FEATURE_LOOKUPS: &str = "meridian_feature_lookups";
 pub const FEATURE_BREAKER_OPEN: &str = "meridian_feature_breaker_open";
 pub const REPORTS_DROPPED: &str = "meridian_latency_reports_dropped";
 pub const MODEL_RUNTIME: &str = "meridian_model_runtime";
+/// Exposed with `_total` (prometheus-client names counters so).
+pub const AUTH_FAILURES: &str = "meridian_auth_failures";
+pub const RATE_LIMITED: &str = "meridian_rate_limited";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `missing`, `malformed`, `invalid`, `expired`, `not_yet_valid`, `audience`, `issuer`,
+    /// `revoked`, `unknown_key`, `scope` or `model`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `predict` or `batch`.
+    pub kind: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LookupLabels {
@@ -85,6 +101,8 @@ pub struct Metrics {
     pub feature_breaker_open: Gauge,
     pub reports_dropped: Counter,
     pub model_runtime: Family<RuntimeLabels, Gauge>,
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    pub rate_limited: Family<KindLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -142,7 +160,21 @@ impl Default for Metrics {
             "1 for the runtime serving each loaded model version",
             model_runtime.clone(),
         );
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            AUTH_FAILURES,
+            "Requests refused by authentication (401) or authorization (403)",
+            auth_failures.clone(),
+        );
+        let rate_limited = Family::<KindLabels, Counter>::default();
+        registry.register(
+            RATE_LIMITED,
+            "Requests refused by a per-key rate limit (429)",
+            rate_limited.clone(),
+        );
         Self {
+            auth_failures,
+            rate_limited,
             model_runtime,
             registry,
             requests,
@@ -181,6 +213,14 @@ impl Metrics {
             let labels = ModelLabels { model: o.model.to_string(), version: o.version.to_string() };
             self.rows.get_or_create(&labels).inc_by(o.rows as u64);
         }
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn rate_limited(&self, kind: &'static str) {
+        self.rate_limited.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub fn feature_lookup(&self, tier: &'static str, hit: bool) {

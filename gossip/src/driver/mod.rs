@@ -265,7 +265,10 @@ impl MeshDriver {
     /// Bind the mesh endpoint, join through `config.seeds` and run the core on a new task
     /// (call inside a tokio runtime). Catalogs and revocations must verify with `verifier`.
     /// Aborting the returned task stops the node's mesh at once (no goodbye), as a crash would.
-    pub fn start(config: DriverConfig, verifier: Verifier) -> Result<(MeshHandle, JoinHandle<()>), DriverError> {
+    pub fn start(
+        config: DriverConfig,
+        verifier: Verifier,
+    ) -> Result<(MeshHandle, JoinHandle<()>), DriverError> {
         let transport = Arc::new(tls::transport(config.idle_timeout, config.keep_alive));
         let (server, client) = config.tls.quinn_configs(transport)?;
         let bind = |source| DriverError::Bind { addr: config.listen, source };

@@ -17,13 +17,29 @@ use crate::mesh::codec::{MAX_PULL_REQUEST, MAX_PULL_RESPONSE};
 
 /// What network tasks tell the core task.
 pub(crate) enum Net {
-    Datagram { from: SocketAddr, bytes: Bytes },
+    Datagram {
+        from: SocketAddr,
+        bytes: Bytes,
+    },
     /// A peer's pull request; the answer goes back through `reply` (dropped: refused).
-    Serve { from: SocketAddr, request: Vec<u8>, reply: oneshot::Sender<Vec<u8>> },
+    Serve {
+        from: SocketAddr,
+        request: Vec<u8>,
+        reply: oneshot::Sender<Vec<u8>>,
+    },
     /// A connection is up (accepted, or opened by us to `addr`).
-    Connected { addr: SocketAddr, conn: Connection },
-    ConnectFailed { addr: SocketAddr },
-    PullDone { from: SocketAddr, id: u64, response: Option<Vec<u8>> },
+    Connected {
+        addr: SocketAddr,
+        conn: Connection,
+    },
+    ConnectFailed {
+        addr: SocketAddr,
+    },
+    PullDone {
+        from: SocketAddr,
+        id: u64,
+        response: Option<Vec<u8>>,
+    },
 }
 
 /// What the driver counts besides the core's counters.

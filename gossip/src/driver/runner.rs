@@ -198,7 +198,9 @@ impl Runner {
                 }
             }
             Net::PullDone { from, id, response } => match response {
-                Some(bytes) if !self.blocked.contains(&from) => self.core.handle_pull_response(id, &bytes, now),
+                Some(bytes) if !self.blocked.contains(&from) => {
+                    self.core.handle_pull_response(id, &bytes, now)
+                }
                 _ => self.core.handle_pull_failed(id, now),
             },
             Net::Connected { addr, conn } => self.connected(addr, conn),
@@ -340,10 +342,11 @@ impl Runner {
         // Only connections matter now: queued goodbyes go out when theirs opens.
         while self.peers.values().any(|p| matches!(p, Peer::Connecting { .. })) {
             tokio::select! {
-                Some(msg) = net_rx.recv() => match msg {
-                    msg @ (Net::Connected { .. } | Net::ConnectFailed { .. }) => self.net(msg),
-                    _ => {}
-                },
+                Some(msg) = net_rx.recv() => {
+                    if let msg @ (Net::Connected { .. } | Net::ConnectFailed { .. }) = msg {
+                        self.net(msg);
+                    }
+                }
                 () = sleep_until(deadline) => break,
             }
         }

@@ -52,7 +52,8 @@ fn pem_error(what: &'static str) -> impl FnOnce(rustls::pki_types::pem::Error) -
 }
 
 fn certs(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(pem_error(what))?;
+    let certs =
+        CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().map_err(pem_error(what))?;
     if certs.is_empty() {
         return Err(TlsError::Empty(what));
     }

@@ -291,3 +291,44 @@ async fn a_forged_catalog_is_rejected_and_the_epoch_does_not_change() {
         node.handle.leave().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_datagrams_and_pull_streams_are_counted_and_the_node_carries_on() {
+    let ca = TestCa::new("mesh CA");
+    let nodes = mesh(&ca, 2);
+    let all: Vec<&Node> = nodes.iter().collect();
+    eventually!(10.0, "two nodes see each other alive", converged(&all).await);
+
+    // A peer with a good certificate that speaks nonsense.
+    let transport = meridian_gossip::driver::tls::transport(Duration::from_secs(10), Duration::from_secs(2));
+    let (_, client) = ca.node_tls().quinn_configs(std::sync::Arc::new(transport)).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client);
+    let target = nodes[0].handle.addr();
+    let conn = endpoint.connect(target, "127.0.0.1").unwrap().await.unwrap();
+    for junk in [vec![], vec![9, 1, 2], vec![2, 0xff], vec![1, 0xff, 0xff, 0xff]] {
+        conn.send_datagram(junk.into()).unwrap();
+    }
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(b"not a pull request").await.unwrap();
+    send.finish().unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1 << 20)).await.unwrap();
+    assert!(answer.is_ok(), "an undecodable request gets the core's (empty) answer: {answer:?}");
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let _ = send.write_all(&vec![0; 70 * 1024]).await;
+    let _ = send.finish();
+    let answer = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1 << 20)).await.unwrap();
+    assert!(answer.is_err(), "an oversized request is refused (stream reset)");
+
+    eventually!(5.0, "the junk is counted", {
+        let c = nodes[0].handle.counters().await.unwrap();
+        c.core.dropped_undecodable >= 3
+            && c.core.swim_refused >= 1
+            && c.core.pulls_refused >= 1
+            && c.driver.pull_requests_refused >= 1
+    });
+    conn.close(0u32.into(), b"bye");
+    nodes[1].handle.publish_catalog(catalog(1, 2)).await.unwrap();
+    eventually!(10.0, "the mesh still works", nodes.iter().all(|n| epoch(n) == 1));
+    assert!(converged(&all).await);
+}

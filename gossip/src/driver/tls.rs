@@ -87,8 +87,9 @@ impl MeshTls {
     }
 
     /// The endpoint's server config (client certificate required) and client config (server
-    /// verified against the mesh CA, our certificate presented), both with `transport`.
-    pub(crate) fn quinn_configs(
+    /// verified against the mesh CA, our certificate presented), both with `transport`. The
+    /// driver builds its endpoint from these; tests and tools use them to speak to a node.
+    pub fn quinn_configs(
         &self,
         transport: Arc<quinn::TransportConfig>,
     ) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TlsError> {
@@ -121,7 +122,7 @@ impl MeshTls {
 
 /// QUIC transport settings of the mesh: datagrams on, few streams (pulls only), keep-alive so
 /// cached connections to live peers stay open, idle timeout so those to dead peers go.
-pub(crate) fn transport(idle_timeout: Duration, keep_alive: Duration) -> quinn::TransportConfig {
+pub fn transport(idle_timeout: Duration, keep_alive: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.datagram_receive_buffer_size(Some(1 << 20));
     t.datagram_send_buffer_size(1 << 20);

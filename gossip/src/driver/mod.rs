@@ -69,6 +69,9 @@ pub struct DriverConfig {
     pub connect_timeout: Duration,
     /// A connection silent this long is closed (keep-alives keep live peers' open).
     pub idle_timeout: Duration,
+    /// Keep-alive interval of every connection. Connections stay open to every peer this
+    /// node has talked to, so that a SWIM probe never waits for a handshake (which would eat
+    /// `probe_rtt` on long routes); each costs one small packet per interval.
     pub keep_alive: Duration,
     /// On leave: how long to wait for the goodbye to go out and connections to close.
     pub leave_grace: Duration,
@@ -95,8 +98,8 @@ impl DriverConfig {
             tls,
             server_name: None,
             connect_timeout: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(30),
-            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            keep_alive: Duration::from_secs(10),
             leave_grace: Duration::from_millis(500),
             rng_seed: None,
             event_capacity: 1_024,

@@ -218,26 +218,28 @@ impl Runner {
         }
     }
 
-    /// A connection is up: read from it, and use it for this peer unless one already works
-    /// (two nodes connecting to each other at once keep both; each side uses one).
+    /// A connection is up: read from it, and send to this peer on it from now on. The newest
+    /// wins: a peer that restarted at the same address dials us on a new connection while
+    /// our old one to its previous process only dies at the idle timeout. (Two nodes dialing
+    /// each other at once keep both connections; each side uses the one it saw last.)
     fn connected(&mut self, addr: SocketAddr, conn: Connection) {
         net::spawn_readers(conn.clone(), self.ctx.clone());
-        match self.peers.remove(&addr) {
-            Some(Peer::Up(old)) if old.close_reason().is_none() => {
-                self.peers.insert(addr, Peer::Up(old));
+        if let Some(Peer::Connecting { datagrams, pulls }) = self.peers.insert(addr, Peer::Up(conn.clone())) {
+            for bytes in datagrams {
+                self.send_on(&conn, bytes);
             }
-            Some(Peer::Connecting { datagrams, pulls }) => {
-                for bytes in datagrams {
-                    self.send_on(&conn, bytes);
-                }
-                for (id, request) in pulls {
-                    tokio::spawn(net::pull(conn.clone(), id, request, self.ctx.clone()));
-                }
-                self.peers.insert(addr, Peer::Up(conn));
+            for (id, request) in pulls {
+                tokio::spawn(net::pull(conn.clone(), id, request, self.ctx.clone()));
             }
-            _ => {
-                self.peers.insert(addr, Peer::Up(conn));
-            }
+        }
+    }
+
+    /// A member went down: forget its connection (if it comes back, it or we dial anew
+    /// rather than sending into a connection its previous process held).
+    fn forget(&mut self, addr: SocketAddr) {
+        if let Some(Peer::Up(conn)) = self.peers.get(&addr) {
+            conn.close(quinn::VarInt::from_u32(0), b"down");
+            self.peers.remove(&addr);
         }
     }
 
@@ -264,8 +266,12 @@ impl Runner {
             }
         }
         while let Some(event) = self.core.poll_event() {
-            if let Event::CatalogAdopted(catalog) = &event {
-                self.catalog.send_replace(Some(catalog.clone()));
+            match &event {
+                Event::CatalogAdopted(catalog) => {
+                    self.catalog.send_replace(Some(catalog.clone()));
+                }
+                Event::MemberDown(id) => self.forget(id.addr()),
+                _ => {}
             }
             let _ = self.events.send(event);
         }

@@ -1,6 +1,7 @@
 //! The QUIC driver on real endpoints: nodes on 127.0.0.1 (each on a port the OS picks),
 //! mutual TLS with a development CA made here by rcgen, `MeshConfig::lan`. Every wait is
 //! bounded by a deadline, so a broken mesh fails a test instead of hanging it.
+#![cfg(feature = "driver")]
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
@@ -71,14 +72,23 @@ struct Node {
 }
 
 fn start(tls: MeshTls, i: usize, seeds: &[SocketAddr]) -> Node {
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut config = DriverConfig::new(&format!("node-{i}"), REGIONS[i % 3], 1, listen, tls);
+    try_start(tls, i, seeds, "127.0.0.1:0".parse().unwrap(), 1).unwrap()
+}
+
+fn try_start(
+    tls: MeshTls,
+    i: usize,
+    seeds: &[SocketAddr],
+    listen: SocketAddr,
+    generation: u32,
+) -> Result<Node, meridian_gossip::driver::DriverError> {
+    let mut config = DriverConfig::new(&format!("node-{i}"), REGIONS[i % 3], generation, listen, tls);
     config.mesh = MeshConfig::lan(5);
     config.seeds = seeds.to_vec();
     config.connect_timeout = Duration::from_secs(1);
     config.rng_seed = Some(i as u64);
-    let (handle, task) = MeshDriver::start(config, Verifier::new(vec![control().public()])).unwrap();
-    Node { handle, task }
+    let (handle, task) = MeshDriver::start(config, Verifier::new(vec![control().public()]))?;
+    Ok(Node { handle, task })
 }
 
 /// `n` nodes of one CA, each joining through node 0.
@@ -331,4 +341,32 @@ async fn junk_datagrams_and_pull_streams_are_counted_and_the_node_carries_on() {
     nodes[1].handle.publish_catalog(catalog(1, 2)).await.unwrap();
     eventually!(10.0, "the mesh still works", nodes.iter().all(|n| epoch(n) == 1));
     assert!(converged(&all).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_at_the_same_address_rejoins_under_its_next_generation() {
+    let ca = TestCa::new("mesh CA");
+    let mut nodes = mesh(&ca, 3);
+    nodes[0].handle.publish_catalog(catalog(1, 2)).await.unwrap();
+    let all: Vec<&Node> = nodes.iter().collect();
+    eventually!(10.0, "three nodes see each other alive", converged(&all).await);
+    eventually!(10.0, "catalog 1 reaches all", nodes.iter().all(|n| epoch(n) == 1));
+
+    let addr = nodes[2].handle.addr();
+    nodes[2].task.abort();
+    eventually!(10.0, "the crashed node is down", !alive(&nodes[0].handle).await.contains(&addr));
+    // The old endpoint lets go of its port once its connections have drained.
+    let seeds = [nodes[0].handle.addr()];
+    let mut restarted = None;
+    eventually!(10.0, "the port is free again", {
+        restarted = try_start(ca.node_tls(), 2, &seeds, addr, 2).ok();
+        restarted.is_some()
+    });
+    nodes[2] = restarted.unwrap();
+    let all: Vec<&Node> = nodes.iter().collect();
+    eventually!(10.0, "the restarted node is alive everywhere", converged(&all).await);
+    eventually!(10.0, "and catches up on the catalog", epoch(&nodes[2]) == 1);
+    let generations: Vec<u32> =
+        nodes[0].handle.members().await.unwrap().iter().map(|m| m.generation).collect();
+    assert!(generations.contains(&2), "{generations:?}");
 }

@@ -357,12 +357,14 @@ async fn a_node_restarted_at_the_same_address_rejoins_under_its_next_generation(
     eventually!(10.0, "the crashed node is down", !alive(&nodes[0].handle).await.contains(&addr));
     // The old endpoint lets go of its port once its connections have drained.
     let seeds = [nodes[0].handle.addr()];
-    let mut restarted = None;
-    eventually!(10.0, "the port is free again", {
-        restarted = try_start(ca.node_tls(), 2, &seeds, addr, 2).ok();
-        restarted.is_some()
-    });
-    nodes[2] = restarted.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    nodes[2] = loop {
+        match try_start(ca.node_tls(), 2, &seeds, addr, 2) {
+            Ok(node) => break node,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "port still taken: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let all: Vec<&Node> = nodes.iter().collect();
     eventually!(10.0, "the restarted node is alive everywhere", converged(&all).await);
     eventually!(10.0, "and catches up on the catalog", epoch(&nodes[2]) == 1);

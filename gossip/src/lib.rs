@@ -11,9 +11,12 @@
 //! - [`mesh`]: SWIM membership (foca) and the replicated state (signed catalog, revoked keys,
 //!   node info) as a sans-IO core driven by `now`, inputs and an RNG; anti-entropy pulls.
 //!
-//! To come: the QUIC driver of the mesh core, behind a cargo feature.
+//! - [`driver`] (feature `driver`, default): the QUIC driver of the mesh core: mutual TLS
+//!   with the mesh CA, SWIM over QUIC datagrams, pulls over QUIC streams, on tokio.
 
 pub mod catalog;
+#[cfg(feature = "driver")]
+pub mod driver;
 pub mod experiment;
 pub mod keys;
 pub mod mesh;

@@ -404,7 +404,9 @@ async fn native_quic_authenticates_per_connection_and_follows_models_limits_and_
         }
     }
     match refused {
-        Some(meridian_node::client::ClientError::Status { status: 429, retry_after_ms: Some(ms), .. }) => {
+        Some(meridian_node::client::ClientError::Status {
+            status: 429, retry_after_ms: Some(ms), ..
+        }) => {
             assert!(ms >= 1000, "{ms}")
         }
         other => panic!("a burst of 20 at 5/s was not limited: {other:?}"),

@@ -15,7 +15,8 @@ target=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-"$target/meridian" control --listen 127.0.0.1:7370 --data-dir "$work/control" >"$work/control.log" 2>&1 &
+printf 'listen = "127.0.0.1:7370"\ndata_dir = "%s/control"\n[auth]\nenabled = false\n' "$work" >"$work/control.toml"
+"$target/meridian" control --config "$work/control.toml" >"$work/control.log" 2>&1 &
 pids+=($!)
 sleep 1
 "$target/meridian" --control http://127.0.0.1:7370 models push models/demo/breast-cancer-mlp/model.onnx \
@@ -31,6 +32,8 @@ data_dir = "$work/node-$rows"
 max_batch_rows = $rows
 [tls]
 plaintext_http = true
+[auth]
+enabled = false
 TOML
   "$target/meridian" node --config "$work/node-$rows.toml" >"$work/node-$rows.log" 2>&1 &
   pids+=($!)

@@ -2,7 +2,7 @@
 # Load benchmark of the node's front doors with the Rust load generator (benches/src/bin/loadgen.rs):
 # HTTP/1.1 over TLS, HTTP/3 and native QUIC, unary at concurrency 1, 8 and 64 (closed loop), an
 # open-loop run at a fixed rate, and streams (rows/s). The MLP demo model on a local mesh
-# (`meridian up --https`); load generator and server share the machine, as in docs/performance.md.
+# (`meridian up --https --no-auth`: auth's own cost is measured by benches/auth-load.sh); load generator and server share the machine, as in docs/performance.md.
 #
 #   bash benches/transports.sh [seconds-per-run]
 set -euo pipefail
@@ -15,7 +15,7 @@ fi
 target=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 port=7270
-"$target/meridian" up --https --data-dir "$work/up" --port $port >"$work/up.log" 2>&1 &
+"$target/meridian" up --https --no-auth --data-dir "$work/up" --port $port >"$work/up.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 300); do grep -q "meridian is up" "$work/up.log" && break; sleep 0.1; done

@@ -15,7 +15,7 @@ target=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-printf 'listen = "127.0.0.1:7370"\ndata_dir = "%s/control"\n[auth]\nenabled = false\n' "$work" >"$work/control.toml"
+printf 'listen = "127.0.0.1:7370"\ndata_dir = "%s/control"\n[auth]\nenabled = false\n[tls]\nplaintext_http = true\n' "$work" >"$work/control.toml"
 "$target/meridian" control --config "$work/control.toml" >"$work/control.log" 2>&1 &
 pids+=($!)
 sleep 1

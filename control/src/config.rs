@@ -22,6 +22,8 @@ pub struct ControlConfig {
     pub rollout_tick_ms: u64,
     /// Who may use the operator API.
     pub auth: ControlAuthConfig,
+    /// TLS 1.3 for the API (`cert`, `key`); plaintext only with `plaintext_http = true`.
+    pub tls: meridian_node::transport::tls::TlsConfig,
 }
 
 /// `[auth]`: the operator API needs an `admin` key unless this is turned off explicitly. The
@@ -54,6 +56,7 @@ impl Default for ControlConfig {
             catalog_wait_max_ms: 25_000,
             rollout_tick_ms: 1_000,
             auth: ControlAuthConfig::default(),
+            tls: meridian_node::transport::tls::TlsConfig::default(),
         }
     }
 }
@@ -87,6 +90,7 @@ impl ControlConfig {
             }
         }
         problems.extend(self.auth.jwt.iter().enumerate().flat_map(|(i, j)| j.problems(i)));
+        problems.extend(self.tls.problems());
         if problems.is_empty() {
             Ok(())
         } else {

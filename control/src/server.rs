@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use meridian_node::transport::tls::ServerTls;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,17 +25,22 @@ pub enum ControlError {
     Serve(std::io::Error),
     #[error("auth: {0}")]
     Auth(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] meridian_node::transport::tls::TlsError),
 }
 
 /// A running control service.
 pub struct ControlHandle {
     pub addr: SocketAddr,
+    /// Whether the API is served over TLS (`https://`).
+    pub tls: bool,
     pub task: JoinHandle<Result<(), ControlError>>,
 }
 
 impl ControlHandle {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 }
 
@@ -57,6 +63,7 @@ pub async fn spawn(
         .await
         .map_err(|source| ControlError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(ControlError::Serve)?;
+    let tls = if config.tls.plaintext_http { None } else { ServerTls::load(&config.tls)? };
     let (catalog_tx, _) = watch::channel(catalog);
     let state = Arc::new(ControlState {
         config,
@@ -74,19 +81,21 @@ pub async fn spawn(
     let rollouts = tokio::spawn(rollouts);
     let held = state.clone();
     let app = router(state);
-    tracing::info!(%addr, "control listening");
+    tracing::info!(%addr, tls = tls.is_some(), "control listening");
+    let https = tls.is_some();
     // The task ends when everything holding the registry has stopped, so the next control can
     // open the same data directory at once.
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(ControlError::Serve);
+        let served = match tls {
+            Some(tls) => meridian_node::transport::tcp::serve_tls(listener, tls.tcp, app, shutdown).await,
+            None => axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await,
+        }
+        .map_err(ControlError::Serve);
         let _ = rollouts.await;
         release(held).await;
         served
     });
-    Ok(ControlHandle { addr, task })
+    Ok(ControlHandle { addr, tls: https, task })
 }
 
 /// Wait (bounded) until nothing else holds the state — a connection task finishing, a registry

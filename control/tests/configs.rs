@@ -16,7 +16,7 @@ fn example_configs_in_deploy_parse_and_validate() {
     let node = NodeConfig::from_toml(&deploy_file("node.toml")).unwrap();
     node.validate().unwrap();
     assert_eq!(node.region, "eu-west");
-    assert_eq!(node.control_url.as_deref(), Some("http://control.internal:7070"));
+    assert_eq!(node.control_url.as_deref(), Some("https://control.internal:7070"));
     // Every deploy/*.toml is one of the two kinds.
     for entry in
         std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")).unwrap()
@@ -40,7 +40,10 @@ fn unknown_keys_are_refused_and_validate_reports_every_problem() {
     assert_eq!(problems.len(), 4, "{problems:?}");
     assert!(problems.iter().any(|p| p.contains("tls.plaintext_http")), "{problems:?}");
     let control = ControlConfig::from_toml("max_artifact_bytes = 1\nnode_down_after_secs = 0").unwrap();
-    assert_eq!(control.validate().unwrap_err().len(), 2);
+    // The two above, and control too needs TLS unless plaintext is asked for.
+    let problems = control.validate().unwrap_err();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("tls.plaintext_http")), "{problems:?}");
 }
 
 #[test]

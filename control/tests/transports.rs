@@ -350,3 +350,40 @@ async fn plaintext_http_only_when_asked_for() {
     };
     assert!(err.to_string().contains("tls.plaintext_http = true"), "{err}");
 }
+
+/// Control over TLS: the CLI's client and the nodes reach it only when they trust its CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_over_tls_serves_the_nodes_and_clients_that_trust_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let ca = meridian_node::transport::certs::DevCa::open_or_create(&certs).unwrap();
+    let (cert, key) = ca.issue(&["127.0.0.1".to_string()], &certs, "control").unwrap();
+    let mut config = meridian_control::ControlConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("control"),
+        tls: meridian_node::transport::tls::TlsConfig {
+            cert: Some(cert),
+            key: Some(key),
+            plaintext_http: false,
+        },
+        ..Default::default()
+    };
+    config.auth.enabled = false;
+    let mut control = Control::start_exactly(config).await;
+    assert!(control.url().starts_with("https://"), "{}", control.url());
+    // A client that does not trust the CA cannot talk to control.
+    let untrusting = meridian_control::cli::client::Client::new(&control.url()).unwrap();
+    assert!(untrusting.list().await.is_err());
+    control.client =
+        meridian_control::cli::client::Client::with_key_trusting(&control.url(), None, &ca.cert_path)
+            .unwrap();
+    let v = control.push(MLP, demo_model(MLP).unwrap()).await;
+    control.client.deploy(MLP, Some(v)).await.unwrap();
+    // A node that trusts the CA follows control's catalog over HTTPS.
+    let mut node_config = node_config("n1", Some(control.url()), &dir.path().join("n1"));
+    node_config.ca_file = Some(ca.cert_path.clone());
+    let node = Node::start(node_config).await;
+    node.wait_live(MLP, v).await;
+    node.stop().await;
+    control.stop().await;
+}

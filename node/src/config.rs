@@ -21,6 +21,8 @@ pub struct NodeConfig {
     pub quic_listen: Option<SocketAddr>,
     /// The node's certificate and key, or plaintext HTTP/1.1 for local development.
     pub tls: crate::transport::tls::TlsConfig,
+    /// PEM file of the CA the node trusts when it calls control and its peers over HTTPS.
+    pub ca_file: Option<PathBuf>,
     /// URL clients and peers use to reach this node; `http://<bound address>` when absent.
     pub advertise_url: Option<String>,
     /// Control's base URL; without it the node serves its persisted catalog only.
@@ -103,6 +105,22 @@ pub struct ModelTuning {
 }
 
 impl NodeConfig {
+    /// An HTTP client builder for calls to control and peers: trusts `ca_file` when set.
+    pub fn http_client(&self) -> reqwest::ClientBuilder {
+        let builder = reqwest::Client::builder();
+        let Some(path) = &self.ca_file else { return builder };
+        match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| reqwest::Certificate::from_pem(&pem).map_err(|e| e.to_string()))
+        {
+            Ok(cert) => builder.add_root_certificate(cert),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read ca_file; HTTPS calls will fail");
+                builder
+            }
+        }
+    }
+
     /// The batching and runtime settings for `model`: its overrides over the node's.
     pub fn tuning(&self, model: &str) -> (crate::inference::worker::PoolConfig, RuntimeMode) {
         let t = self.models.get(model).cloned().unwrap_or_default();
@@ -132,6 +150,7 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             quic_listen: None,
             tls: crate::transport::tls::TlsConfig::default(),
+            ca_file: None,
             advertise_url: None,
             control_url: None,
             data_dir: PathBuf::from("/var/lib/meridian/node"),
@@ -185,6 +204,11 @@ impl NodeConfig {
             }
         }
         p.extend(self.tls.problems());
+        if let Some(ca) = &self.ca_file {
+            if let Err(e) = crate::transport::tls::read_certs(ca) {
+                p.push(format!("ca_file: {e}"));
+            }
+        }
         if self.quic_listen.is_some() && !self.tls.enabled() {
             p.push("quic_listen needs tls.cert and tls.key: QUIC is always encrypted".to_string());
         }

@@ -27,8 +27,10 @@ pub struct Client {
 }
 
 /// An HTTP client for control or a node that sends `api_key` as a bearer token on every request.
+/// Trusts the CA in `MERIDIAN_CA` (a PEM file) when set, e.g. `meridian up`'s development CA.
 pub fn http_client(api_key: Option<&str>, timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    http_client_trusting(api_key, timeout, None)
+    let ca = std::env::var_os("MERIDIAN_CA").map(std::path::PathBuf::from);
+    http_client_trusting(api_key, timeout, ca.as_deref())
 }
 
 /// [`http_client`] that also trusts the CA in the PEM file `ca` (a development CA).
@@ -74,6 +76,18 @@ impl Client {
     /// A client that sends `api_key` (needs `admin` when control's auth is on).
     pub fn with_key(base: &str, api_key: Option<&str>) -> anyhow::Result<Self> {
         let http = http_client(api_key, Duration::from_secs(600))?;
+        let api_key = api_key.map(str::to_string);
+        Ok(Self { base: base.trim_end_matches('/').to_string(), http, api_key })
+    }
+
+    /// [`Self::with_key`], trusting the CA in the PEM file `ca` (control over HTTPS with a
+    /// development CA).
+    pub fn with_key_trusting(
+        base: &str,
+        api_key: Option<&str>,
+        ca: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let http = http_client_trusting(api_key, Duration::from_secs(600), Some(ca))?;
         let api_key = api_key.map(str::to_string);
         Ok(Self { base: base.trim_end_matches('/').to_string(), http, api_key })
     }

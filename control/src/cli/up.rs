@@ -98,8 +98,11 @@ fn example_row() -> String {
 /// key made for this run only (control keeps its hash).
 async fn start_control(
     args: &UpArgs,
+    ca: &meridian_node::transport::certs::DevCa,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<(crate::ControlHandle, Client)> {
+    let names = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let (cert, key) = ca.issue(&names, &args.data_dir.join("certs"), "control")?;
     let admin_key = if args.no_auth { None } else { Some(crate::registry::keys::generate_key()?.1) };
     let control_config = ControlConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], args.port)),
@@ -109,10 +112,16 @@ async fn start_control(
             admin_key_sha256: admin_key.as_deref().map(crate::api::auth::admin_key_sha256),
             jwt: Vec::new(),
         },
+        // Plaintext HTTP for the operator API here, as for the nodes' HTTP/1.1 (local development).
+        tls: meridian_node::transport::tls::TlsConfig {
+            cert: Some(cert),
+            key: Some(key),
+            plaintext_http: !args.https,
+        },
         ..ControlConfig::default()
     };
     let control = crate::server::spawn(control_config, shutdown.clone()).await?;
-    let client = Client::with_key(&control.url(), admin_key.as_deref())?;
+    let client = Client::with_key_trusting(&control.url(), admin_key.as_deref(), &ca.cert_path)?;
     Ok((control, client))
 }
 
@@ -147,6 +156,8 @@ async fn start_nodes(
         };
         config.features.redis_url = args.redis.clone();
         config.auth.enabled = !args.no_auth;
+        // Control and peers answer HTTPS with certificates from the same development CA.
+        config.ca_file = Some(ca.cert_path.clone());
         // Spread batch jobs send shards to peers with the demo key.
         config.auth.peer_key = demo_key.map(str::to_string);
         nodes.push(
@@ -244,9 +255,9 @@ fn print_usage(
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
-    let (control, client) = start_control(&args, &shutdown).await?;
-    let demo_key = if args.no_auth { None } else { Some(ensure_demo_key(&client, &args.data_dir).await?) };
     let ca = meridian_node::transport::certs::DevCa::open_or_create(&args.data_dir.join("certs"))?;
+    let (control, client) = start_control(&args, &ca, &shutdown).await?;
+    let demo_key = if args.no_auth { None } else { Some(ensure_demo_key(&client, &args.data_dir).await?) };
     let nodes = start_nodes(&args, &control.url(), demo_key.as_deref(), &ca, &shutdown).await?;
     eprintln!("meridian: control at {}; pushing the demo models", control.url());
     ensure_demo_models(&client).await?;

@@ -37,7 +37,16 @@ impl Control {
         Self::start_with(config).await
     }
 
-    pub async fn start_with(config: ControlConfig) -> Control {
+    /// Start with `config`: plaintext HTTP unless the config has a certificate (tests of other
+    /// things talk to control over plain HTTP on loopback).
+    pub async fn start_with(mut config: ControlConfig) -> Control {
+        if !config.tls.enabled() {
+            config.tls.plaintext_http = true;
+        }
+        Self::start_exactly(config).await
+    }
+
+    pub async fn start_exactly(config: ControlConfig) -> Control {
         let token = CancellationToken::new();
         let handle = meridian_control::spawn(config, token.clone()).await.expect("control starts");
         let client = Client::new(&handle.url()).unwrap();

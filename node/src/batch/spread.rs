@@ -44,7 +44,9 @@ fn client(state: &NodeState) -> Result<reqwest::Client, String> {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    reqwest::Client::builder()
+    state
+        .config
+        .http_client()
         .default_headers(headers)
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(60))

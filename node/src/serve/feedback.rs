@@ -88,7 +88,7 @@ async fn relay(
         Ok(None) => return None,
         Err(e) => return Some(Err(ApiError::unavailable(format!("cannot find node {node:?}: {e}")))),
     };
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().ok()?;
+    let http = state.config.http_client().timeout(std::time::Duration::from_secs(5)).build().ok()?;
     let sent = http
         .post(format!("{url}/api/v1/feedback"))
         .header(RELAYED, state.config.id.as_str())

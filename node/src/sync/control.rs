@@ -28,8 +28,7 @@ pub struct ControlClient {
 
 impl ControlClient {
     pub fn new(base: &str, config: &NodeConfig) -> Self {
-        let http =
-            reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build().unwrap_or_default();
+        let http = config.http_client().connect_timeout(Duration::from_secs(2)).build().unwrap_or_default();
         Self {
             base: base.trim_end_matches('/').to_string(),
             http,

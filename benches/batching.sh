@@ -7,11 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-if [ -z "${NO_BUILD:-}" ]; then
-  cargo build --release --bin meridian -q
-  cargo build --release -p meridian-benches --bin loadgen -q
-fi
-target=${CARGO_TARGET_DIR:-target}/release
+source benches/release.sh
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT

@@ -8,11 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-if [ -z "${NO_BUILD:-}" ]; then
-  cargo build --release --bin meridian -q
-  cargo build --release -p meridian-benches --bin loadgen -q
-fi
-target=${CARGO_TARGET_DIR:-target}/release
+source benches/release.sh
 work=$(mktemp -d)
 port=7270
 "$target/meridian" up --https --no-auth --data-dir "$work/up" --port $port >"$work/up.log" 2>&1 &

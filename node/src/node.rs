@@ -32,6 +32,9 @@ pub struct NodeState {
     pub gpu: Option<Arc<GpuContext>>,
     /// Where HTTP/3 and the native protocol listen (UDP); `None` without TLS.
     pub quic_addr: Option<SocketAddr>,
+    /// One HTTP client for calls to control and peers on the request path (feedback relays),
+    /// built once with the trusted CA.
+    pub peers: reqwest::Client,
     /// Credentials to principals; its key table follows the catalog.
     pub auth: crate::auth::Authenticator,
     /// Per-key, per-model rate limits.
@@ -216,9 +219,15 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         tracing::warn!("auth is off (auth.enabled = false): every request is anonymous with every scope");
     }
     let limits = crate::auth::Limits::new(config.limits.clone());
+    let peers = config
+        .http_client()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .map_err(|e| NodeError::Config(vec![format!("HTTP client: {e}")]))?;
     let state = Arc::new(NodeState {
         gpu,
         quic_addr,
+        peers,
         auth,
         limits,
         config,

@@ -163,6 +163,11 @@ async fn closed_loop(
             tally
         }));
     }
+    gather(tasks).await
+}
+
+/// The callers' tallies, merged.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> Tally {
     let mut total = Tally::new();
     for t in tasks {
         if let Ok(t) = t.await {
@@ -219,22 +224,23 @@ async fn open_loop(
 /// from sending a chunk to its answer.
 async fn streams(
     clients: &[Client],
-    model: &str,
+    request: &Request,
     row: &Map<String, Value>,
     args: &Args,
     until: Instant,
     warm: Instant,
 ) -> Tally {
+    // One chunk, sent again and again: the request's f32 row (native) or named features.
+    let rows = match request {
+        Request::Native { rows: Rows::F32 { cols, values }, .. } => {
+            Rows::F32 { cols: *cols, values: values.repeat(args.chunk_rows) }
+        }
+        _ => Rows::Json(vec![row.clone(); args.chunk_rows]),
+    };
     let mut tasks = Vec::new();
     for i in 0..args.concurrency {
-        let client = clients[i % clients.len()].clone();
-        let rows = match &request(args) {
-            Ok((Request::Native { rows: Rows::F32 { cols, values }, .. }, _)) => {
-                Rows::F32 { cols: *cols, values: values.repeat(args.chunk_rows) }
-            }
-            _ => Rows::Json(vec![row.clone(); args.chunk_rows]),
-        };
-        let (model, chunk_rows) = (model.to_string(), args.chunk_rows);
+        let (client, rows) = (clients[i % clients.len()].clone(), rows.clone());
+        let (model, chunk_rows) = (args.model.clone(), args.chunk_rows);
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::new();
             let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -279,13 +285,7 @@ async fn streams(
             tally
         }));
     }
-    let mut total = Tally::new();
-    for t in tasks {
-        if let Ok(t) = t.await {
-            total.merge(t);
-        }
-    }
-    total
+    gather(tasks).await
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -312,7 +312,7 @@ async fn main() -> anyhow::Result<()> {
     let warm = Instant::now() + Duration::from_secs(1);
     let until = warm + Duration::from_secs(args.duration);
     let tally = match (args.stream, args.rate) {
-        (true, _) => streams(&clients, &args.model, &row, &args, until, warm).await,
+        (true, _) => streams(&clients, &request, &row, &args, until, warm).await,
         (false, Some(rate)) => {
             open_loop(&clients, &request, rate, args.concurrency.max(1), until, warm).await
         }

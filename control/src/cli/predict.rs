@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use meridian_node::client::{Answer, Client, ClientOptions, Rows, Transport};
+use meridian_node::client::{Client, ClientOptions, Prediction, Rows, Transport};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
@@ -131,14 +131,19 @@ pub async fn run(args: PredictArgs, api_key: Option<&str>, out: &Output) -> anyh
     })
 }
 
-fn print_answer(bar: &indicatif::ProgressBar, first_row: usize, answer: &Answer) {
-    for (j, p) in answer.predictions.iter().enumerate() {
-        let line = serde_json::json!({
-            "row": first_row + j,
-            "prediction": p.prediction,
-            "confidence": p.confidence,
-            "model_version": answer.model_version,
-        });
+/// One NDJSON line per prediction, numbered from `first_row`; the version when it is known
+/// (streams answer without it).
+fn print_predictions(
+    bar: &indicatif::ProgressBar,
+    first_row: usize,
+    predictions: &[Prediction],
+    version: Option<u32>,
+) {
+    for (j, p) in predictions.iter().enumerate() {
+        let mut line = serde_json::json!({ "row": first_row + j, "prediction": p.prediction, "confidence": p.confidence });
+        if let Some(v) = version {
+            line["model_version"] = v.into();
+        }
         bar.suspend(|| say!("{line}"));
     }
 }
@@ -155,7 +160,7 @@ async fn predict_file(
             .predict(model, Rows::Json(chunk.to_vec()))
             .await
             .with_context(|| format!("rows {}..{}", i * batch, i * batch + chunk.len()))?;
-        print_answer(&bar, i * batch, &answer);
+        print_predictions(&bar, i * batch, &answer.predictions, Some(answer.model_version));
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
@@ -171,10 +176,12 @@ async fn stream_file(
 ) -> anyhow::Result<()> {
     let bar = progress(rows.len(), "rows", false);
     let (tx, rx) = mpsc::channel(8);
-    let chunks: Vec<Vec<Map<String, Value>>> = rows.chunks(batch).map(<[_]>::to_vec).collect();
+    let total = rows.len();
     tokio::spawn(async move {
-        for chunk in chunks {
-            if tx.send(Rows::Json(chunk)).await.is_err() {
+        let mut rows = rows.into_iter();
+        loop {
+            let chunk: Vec<_> = rows.by_ref().take(batch).collect();
+            if chunk.is_empty() || tx.send(Rows::Json(chunk)).await.is_err() {
                 return;
             }
         }
@@ -183,14 +190,11 @@ async fn stream_file(
     let mut done = 0;
     while let Some(item) = answers.recv().await {
         let predictions = item.with_context(|| format!("after {done} rows"))?;
-        for (j, p) in predictions.iter().enumerate() {
-            let line = serde_json::json!({ "row": done + j, "prediction": p.prediction, "confidence": p.confidence });
-            bar.suspend(|| say!("{line}"));
-        }
+        print_predictions(&bar, done, &predictions, None);
         done += predictions.len();
         bar.set_position(done as u64);
     }
     bar.finish_and_clear();
-    anyhow::ensure!(done == rows.len(), "the stream ended after {done} of {} rows", rows.len());
+    anyhow::ensure!(done == total, "the stream ended after {done} of {total} rows");
     Ok(())
 }

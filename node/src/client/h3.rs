@@ -4,14 +4,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::{
-    ndjson, parse_seed, quic_connect, seed_body, stream_line, Answer, ClientError, ClientOptions, Prediction,
-    Rows,
+    ndjson, parse_seed, quic_connect, seed_body, Answer, ClientError, ClientOptions, Prediction, Rows,
 };
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
 /// Answers larger than this are refused.
-const MAX_ANSWER: usize = 64 << 20;
+pub(super) const MAX_ANSWER: usize = 64 << 20;
 
 #[derive(Clone)]
 pub struct H3Client {
@@ -29,29 +28,6 @@ impl std::fmt::Debug for H3Client {
 
 fn h3_error(e: impl std::fmt::Display) -> ClientError {
     ClientError::Connection(e.to_string())
-}
-
-/// NDJSON lines split across chunks → predictions, as lines complete.
-#[derive(Debug, Default)]
-pub(super) struct Lines {
-    buf: BytesMut,
-}
-
-impl Lines {
-    pub(super) fn push(&mut self, chunk: &[u8]) -> Result<Vec<Prediction>, ClientError> {
-        self.buf.extend_from_slice(chunk);
-        let mut out = Vec::new();
-        while let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
-            let line = self.buf.split_to(at + 1);
-            if line.len() > 1 {
-                out.push(stream_line(&line[..line.len() - 1])?);
-            }
-        }
-        if self.buf.len() > MAX_ANSWER {
-            return Err(ClientError::Protocol("an answer line over 64 MiB".into()));
-        }
-        Ok(out)
-    }
 }
 
 impl H3Client {
@@ -135,7 +111,7 @@ impl H3Client {
                 Err(e) => return tx.send(Err(h3_error(e))).await.unwrap_or(()),
             };
             let status = resp.status().as_u16();
-            let mut lines = Lines::default();
+            let mut lines = super::Lines::default();
             let mut body = BytesMut::new();
             loop {
                 let item = match back.recv_data().await {
@@ -152,11 +128,7 @@ impl H3Client {
                         .unwrap_or(ClientError::Protocol("refused".into()))),
                     Err(e) => Err(h3_error(e)),
                 };
-                if matches!(&item, Ok(v) if v.is_empty()) {
-                    continue;
-                }
-                let stop = item.is_err();
-                if tx.send(item).await.is_err() || stop {
+                if !super::forward(&tx, item).await {
                     return;
                 }
             }

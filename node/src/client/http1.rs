@@ -92,17 +92,13 @@ impl Http1Client {
         let (tx, rx) = mpsc::channel(crate::serve::stream::DEPTH);
         let mut bytes = resp.bytes_stream();
         tokio::spawn(async move {
-            let mut lines = super::h3::Lines::default();
+            let mut lines = super::Lines::default();
             while let Some(chunk) = bytes.next().await {
                 let item = match chunk {
                     Ok(chunk) => lines.push(&chunk),
                     Err(e) => Err(ClientError::Connection(e.to_string())),
                 };
-                if matches!(&item, Ok(v) if v.is_empty()) {
-                    continue;
-                }
-                let stop = item.is_err();
-                if tx.send(item).await.is_err() || stop {
+                if !super::forward(&tx, item).await {
                     return;
                 }
             }

@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
@@ -257,6 +258,42 @@ fn stream_line(line: &[u8]) -> Result<Prediction, ClientError> {
         return Err(ClientError::Status { status, message, retry_after_ms: None });
     }
     serde_json::from_value(v).map_err(|e| ClientError::Protocol(format!("stream line: {e}")))
+}
+
+/// NDJSON lines split across chunks → predictions, as lines complete.
+#[derive(Debug, Default)]
+pub(crate) struct Lines {
+    buf: BytesMut,
+}
+
+impl Lines {
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> Result<Vec<Prediction>, ClientError> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
+            let line = self.buf.split_to(at + 1);
+            if line.len() > 1 {
+                out.push(stream_line(&line[..line.len() - 1])?);
+            }
+        }
+        if self.buf.len() > h3::MAX_ANSWER {
+            return Err(ClientError::Protocol("an answer line over 64 MiB".into()));
+        }
+        Ok(out)
+    }
+}
+
+/// Pass one stream answer on to the caller; false when the stream is over (an error, or the
+/// caller gone). Reads that completed no line are not passed on.
+async fn forward(
+    tx: &mpsc::Sender<Result<Vec<Prediction>, ClientError>>,
+    item: Result<Vec<Prediction>, ClientError>,
+) -> bool {
+    if matches!(&item, Ok(v) if v.is_empty()) {
+        return true;
+    }
+    let stop = item.is_err();
+    tx.send(item).await.is_ok() && !stop
 }
 
 /// Host and port of a URL (`https://host:port/...`).

@@ -133,8 +133,7 @@ impl NativeClient {
                     Ok(None) => return,
                     Err(e) => Err(conn_error(e)),
                 };
-                let stop = item.is_err();
-                if tx.send(item).await.is_err() || stop {
+                if !super::forward(&tx, item).await {
                     return;
                 }
             }

@@ -82,15 +82,17 @@ async fn relay(
     if node == state.config.id || headers.contains_key(RELAYED) {
         return None;
     }
-    let control = ControlClient::new(state.config.control_url.as_deref()?, &state.config);
+    let control_url = state.config.control_url.as_deref()?;
+    let control = ControlClient::with_client(control_url, state.peers.clone(), &state.config);
     let url = match control.node_url(node).await {
         Ok(Some(url)) => url,
         Ok(None) => return None,
         Err(e) => return Some(Err(ApiError::unavailable(format!("cannot find node {node:?}: {e}")))),
     };
-    let http = state.config.http_client().timeout(std::time::Duration::from_secs(5)).build().ok()?;
-    let sent = http
+    let sent = state
+        .peers
         .post(format!("{url}/api/v1/feedback"))
+        .timeout(std::time::Duration::from_secs(5))
         .header(RELAYED, state.config.id.as_str())
         .header("content-type", "application/json")
         .body(body)

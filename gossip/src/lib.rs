@@ -26,4 +26,4 @@ pub mod report;
 pub use catalog::{Catalog, CatalogEntry};
 pub use experiment::{Arm, Experiment};
 pub use keys::{KeyEntry, KeyLimits, Scope, Scopes};
-pub use node_info::{LoadedModel, NodeInfo};
+pub use node_info::{LoadedModel, MemberStatus, MeshNode, MeshView, NodeInfo};

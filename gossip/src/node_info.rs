@@ -25,6 +25,51 @@ pub struct NodeInfo {
     /// versions count again from 1 under a later identity generation). Peers keep the newest.
     #[serde(default)]
     pub version: u64,
+    /// `host:port` of the node's QUIC endpoint (HTTP/3 and the native protocol), when it has TLS.
+    #[serde(default)]
+    pub quic_addr: Option<String>,
+    /// Set by `meridian nodes drain`: the node takes no new traffic and is about to leave.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// A member's SWIM state as the answering node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberStatus {
+    Alive,
+    Suspect,
+    Down,
+}
+
+/// One node in `GET /api/v1/mesh/nodes`: the answering node itself (`is_self`) or a member as
+/// that node sees it, with the info the member last gossiped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshNode {
+    pub id: String,
+    pub region: String,
+    pub state: MemberStatus,
+    #[serde(rename = "self")]
+    pub is_self: bool,
+    /// The mesh (gossip) endpoint, `host:port` over UDP; absent without a mesh.
+    pub mesh_addr: Option<String>,
+    /// QUIC's smoothed RTT from the answering node, in ms, while a connection is open.
+    pub rtt_ms: Option<f64>,
+    /// The member's last gossiped info; absent until it has published one.
+    pub info: Option<NodeInfo>,
+}
+
+/// The answer of `GET /api/v1/mesh/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshView {
+    /// The answering node's id.
+    pub node: String,
+    /// Whether the answering node runs the mesh; without it `nodes` holds only itself.
+    pub mesh: bool,
+    /// The catalog epoch the answering node holds.
+    pub catalog_epoch: u64,
+    /// Every node it knows, itself included, sorted by region then id.
+    pub nodes: Vec<MeshNode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

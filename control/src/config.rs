@@ -24,6 +24,10 @@ pub struct ControlConfig {
     pub auth: ControlAuthConfig,
     /// TLS 1.3 for the API (`cert`, `key`); plaintext only with `plaintext_http = true`.
     pub tls: meridian_node::transport::tls::TlsConfig,
+    /// File holding control's ed25519 catalog-signing seed (64 hex digits, kept like a
+    /// password). Nodes trust the matching public key (`mesh.control_keys`) and refuse catalogs
+    /// it did not sign. Default: `<data_dir>/mesh-signing.key`, created at first start.
+    pub signing_key: Option<PathBuf>,
 }
 
 /// `[auth]`: the operator API needs an `admin` key unless this is turned off explicitly. The
@@ -57,6 +61,7 @@ impl Default for ControlConfig {
             rollout_tick_ms: 1_000,
             auth: ControlAuthConfig::default(),
             tls: meridian_node::transport::tls::TlsConfig::default(),
+            signing_key: None,
         }
     }
 }

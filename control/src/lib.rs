@@ -20,6 +20,7 @@ pub mod directory;
 pub mod registry;
 pub mod rollout;
 pub mod server;
+pub mod signing;
 pub mod sink;
 pub mod stats;
 

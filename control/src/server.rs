@@ -34,6 +34,8 @@ pub struct ControlHandle {
     pub addr: SocketAddr,
     /// Whether the API is served over TLS (`https://`).
     pub tls: bool,
+    /// Control's public catalog-signing key, hex: nodes list it in `mesh.control_keys`.
+    pub public_key: String,
     pub task: JoinHandle<Result<(), ControlError>>,
 }
 
@@ -59,6 +61,8 @@ pub async fn spawn(
     if !config.auth.enabled {
         tracing::warn!("control auth is off (auth.enabled = false): anyone reaching it can operate it");
     }
+    let signing = crate::signing::load_or_create(&config).map_err(|e| ControlError::Config(vec![e]))?;
+    let public_key = signing.public().to_hex();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ControlError::Bind { addr: config.listen, source })?;
@@ -73,6 +77,7 @@ pub async fn spawn(
         sink: Default::default(),
         shutdown: shutdown.clone(),
         auth,
+        signing,
     });
     let rollouts = crate::rollout::driver::drive(
         state.clone(),
@@ -95,7 +100,7 @@ pub async fn spawn(
         release(held).await;
         served
     });
-    Ok(ControlHandle { addr, tls: https, task })
+    Ok(ControlHandle { addr, tls: https, public_key, task })
 }
 
 /// Wait (bounded) until nothing else holds the state — a connection task finishing, a registry

@@ -29,6 +29,44 @@ pub struct Catalog {
     /// Ids of revoked keys: refused as revoked rather than merely unknown.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub revoked_keys: BTreeSet<String>,
+    /// Where each model is loaded, by model name; a model not listed is loaded everywhere.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub placements: BTreeMap<String, Placement>,
+}
+
+/// Which nodes load a model. A node that does not load it forwards its requests to the nearest
+/// live node that does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Placement {
+    /// Every node (the default).
+    #[default]
+    All,
+    /// Nodes in these regions only.
+    Regions { regions: BTreeSet<String> },
+    /// No node preloads it; a node loads it at its first request that no peer can serve.
+    OnDemand,
+}
+
+impl Placement {
+    /// Whether a node in `region` loads the model when it adopts the catalog.
+    pub fn preloads(&self, region: &str) -> bool {
+        match self {
+            Placement::All => true,
+            Placement::Regions { regions } => regions.contains(region),
+            Placement::OnDemand => false,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Placement::All => "all regions".into(),
+            Placement::Regions { regions } => {
+                format!("regions {}", regions.iter().cloned().collect::<Vec<_>>().join(", "))
+            }
+            Placement::OnDemand => "on demand".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +94,11 @@ impl CatalogEntry {
 }
 
 impl Catalog {
+    /// Where `model` is loaded.
+    pub fn placement(&self, model: &str) -> Placement {
+        self.placements.get(model).cloned().unwrap_or_default()
+    }
+
     /// Whether a node holding `self` should adopt `other`.
     pub fn is_superseded_by(&self, other: &Catalog) -> bool {
         other.epoch > self.epoch

@@ -23,7 +23,7 @@ pub mod mesh;
 pub mod node_info;
 pub mod report;
 
-pub use catalog::{Catalog, CatalogEntry};
+pub use catalog::{Catalog, CatalogEntry, Placement};
 pub use experiment::{Arm, Experiment};
 pub use keys::{KeyEntry, KeyLimits, Scope, Scopes};
 pub use node_info::{LoadedModel, MemberStatus, MeshNode, MeshView, NodeInfo};

@@ -76,6 +76,9 @@ pub struct NodeConfig {
     pub auth: crate::auth::AuthConfig,
     /// Rate limits per key: predictions per second per model, batch submissions per minute.
     pub limits: crate::auth::LimitsConfig,
+    /// The mesh: membership, the catalog from peers, forwarding (`[mesh]`, off without
+    /// `mesh.listen`).
+    pub mesh: crate::mesh::settings::MeshSettings,
 }
 
 /// The GPU runtime's settings.
@@ -178,6 +181,7 @@ impl Default for NodeConfig {
             batch: crate::batch::BatchConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             limits: crate::auth::LimitsConfig::default(),
+            mesh: crate::mesh::settings::MeshSettings::default(),
         }
     }
 }
@@ -250,6 +254,7 @@ impl NodeConfig {
         }
         p.extend(self.batch.problems());
         p.extend(self.auth.problems());
+        p.extend(self.mesh.problems(self));
         if p.is_empty() {
             Ok(())
         } else {

@@ -23,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod features;
 pub mod inference;
+pub mod mesh;
 pub mod native;
 pub mod node;
 pub mod serve;

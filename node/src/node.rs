@@ -39,6 +39,14 @@ pub struct NodeState {
     pub auth: crate::auth::Authenticator,
     /// Per-key, per-model rate limits.
     pub limits: crate::auth::Limits,
+    /// The mesh (membership, catalog from peers, forwarding); `None` without `mesh.listen`.
+    pub mesh: Option<crate::mesh::Mesh>,
+    /// Set by drain: no new predictions, `/readyz` 503, leaving the mesh.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// Held while a catalog is adopted: adoptions run one at a time.
+    pub adopting: tokio::sync::Mutex<()>,
+    /// On-demand models a request asked this node for: loaded at every adoption from then on.
+    pub demanded: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -224,7 +232,12 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         .connect_timeout(std::time::Duration::from_secs(2))
         .build()
         .map_err(|e| NodeError::Config(vec![format!("HTTP client: {e}")]))?;
+    let mesh = crate::mesh::start(&config)?;
     let state = Arc::new(NodeState {
+        mesh,
+        draining: Default::default(),
+        adopting: Default::default(),
+        demanded: Default::default(),
         gpu,
         quic_addr,
         peers,
@@ -246,12 +259,23 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         tracing::error!(error = %e, "cannot resume batch jobs");
     }
     let app = crate::serve::router(state.clone());
-    let sync = tokio::spawn(crate::sync::follow(state.clone()));
+    let sync = if state.mesh.is_some() {
+        tokio::spawn(crate::mesh::tasks::follow(state.clone()))
+    } else {
+        tokio::spawn(crate::sync::follow(state.clone()))
+    };
+    let mesh_tasks = [
+        tokio::spawn(crate::mesh::tasks::publish_control(state.clone())),
+        tokio::spawn(crate::mesh::tasks::publish_info(state.clone())),
+        tokio::spawn(crate::mesh::tasks::watch_members(state.clone())),
+        tokio::spawn(crate::mesh::tasks::leave_on_shutdown(state.clone())),
+    ];
     let heartbeat = tokio::spawn(crate::sync::heartbeat(state.clone()));
     let invalidations = tokio::spawn(features.follow_invalidations(shutdown.clone()));
     let reports = tokio::spawn(crate::sync::report::report(state.clone()));
     tracing::info!(
         node = %state.config.id, region = %state.config.region, %addr, quic = ?quic_addr,
+        mesh = ?state.mesh.as_ref().map(|m| m.handle.addr()),
         tls = front.tcp_tls().is_some(), "node listening"
     );
     let serving = tokio::spawn(front.serve(state.clone(), app, shutdown.clone()));
@@ -260,6 +284,9 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         let served =
             serving.await.unwrap_or_else(|e| Err(std::io::Error::other(e))).map_err(NodeError::Serve);
         let _ = sync.await;
+        for task in mesh_tasks {
+            let _ = task.await;
+        }
         let _ = heartbeat.await;
         let _ = invalidations.await;
         let _ = reports.await;

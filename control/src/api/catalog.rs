@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use meridian_gossip::mesh::SignedCatalog;
 use meridian_gossip::Catalog;
 use serde::Deserialize;
 
@@ -22,6 +23,27 @@ pub struct CatalogQuery {
 }
 
 pub async fn catalog(State(state): State<SharedState>, Query(query): Query<CatalogQuery>) -> Json<Catalog> {
+    Json(wait_catalog(&state, &query).await)
+}
+
+/// The catalog as [`catalog`] answers it, signed with control's key: what nodes that run the
+/// mesh fetch and publish to their peers.
+pub async fn signed(
+    State(state): State<SharedState>,
+    Query(query): Query<CatalogQuery>,
+) -> Json<SignedCatalog> {
+    let catalog = wait_catalog(&state, &query).await;
+    Json(state.signing.sign_catalog(catalog))
+}
+
+/// Control's public signing key: what nodes list in `mesh.control_keys`.
+pub async fn control_key(State(state): State<SharedState>) -> Json<serde_json::Value> {
+    let public = state.signing.public();
+    Json(serde_json::json!({ "key_id": public.key_id(), "public_key": public.to_hex() }))
+}
+
+#[allow(clippy::let_and_return)] // the borrow of `rx` must end before `rx` drops
+async fn wait_catalog(state: &SharedState, query: &CatalogQuery) -> Catalog {
     let mut rx = state.catalog.subscribe();
     if let Some(after) = query.after_epoch {
         let wait = query.wait_ms.unwrap_or(0).min(state.config.catalog_wait_max_ms);
@@ -33,7 +55,7 @@ pub async fn catalog(State(state): State<SharedState>, Query(query): Query<Catal
         }
     }
     let current = rx.borrow().clone();
-    Json(current)
+    current
 }
 
 pub async fn artifact(

@@ -46,6 +46,8 @@ pub struct ControlState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Credentials of operator requests; its key table follows the catalog.
     pub auth: meridian_node::auth::Authenticator,
+    /// Signs every catalog served to nodes that run the mesh.
+    pub signing: meridian_gossip::mesh::ControlKey,
 }
 
 pub type SharedState = Arc<ControlState>;
@@ -145,7 +147,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/models/{name}/versions/{version}/archive", post(models::archive))
         .route("/api/v1/models/{name}/deploy", post(models::deploy))
         .route("/api/v1/models/{name}/rollback", post(models::rollback))
+        .route("/api/v1/models/{name}/placement", axum::routing::put(models::place))
         .route("/api/v1/catalog", get(catalog::catalog))
+        .route("/api/v1/catalog/signed", get(catalog::signed))
+        .route("/api/v1/mesh/control-key", get(catalog::control_key))
         .route("/api/v1/artifacts/{digest}", get(catalog::artifact))
         .route("/api/v1/experiments", get(experiments::list).post(experiments::start))
         .route("/api/v1/experiments/{name}", get(experiments::show))

@@ -150,6 +150,22 @@ pub async fn rollback(
     Ok(Json(state.registry_op(move |r| r.rollback(&name)).await?))
 }
 
+/// `PUT /api/v1/models/{name}/placement`: `{"mode": "all" | "on_demand"}` or
+/// `{"mode": "regions", "regions": [...]}`.
+pub async fn place(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Catalog>, ApiError> {
+    let placement: meridian_gossip::Placement = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            format!("placement: {e} (expected {{\"mode\": \"all\" | \"on_demand\"}} or {{\"mode\": \"regions\", \"regions\": [...]}})"),
+        )
+    })?;
+    Ok(Json(state.registry_op(move |r| r.place(&name, placement)).await?))
+}
+
 pub async fn archive(
     State(state): State<SharedState>,
     Path((name, version)): Path<(String, String)>,

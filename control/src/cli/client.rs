@@ -163,6 +163,11 @@ impl Client {
         self.send(self.http.post(self.url(&format!("/api/v1/models/{name}/rollback")))).await
     }
 
+    /// Where `name` is loaded across the mesh.
+    pub async fn place(&self, name: &str, placement: &meridian_gossip::Placement) -> anyhow::Result<Catalog> {
+        self.send(self.http.put(self.url(&format!("/api/v1/models/{name}/placement"))).json(placement)).await
+    }
+
     pub async fn archive(&self, name: &str, version: u32) -> anyhow::Result<Catalog> {
         self.send(self.http.post(self.url(&format!("/api/v1/models/{name}/versions/{version}/archive"))))
             .await

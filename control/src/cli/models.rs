@@ -42,6 +42,20 @@ pub enum ModelsCommand {
     Rollback { name: String },
     /// Retire a version that is not live.
     Archive { name: String, version: u32 },
+    /// Choose where a model is loaded: every region (default), some regions, or on demand.
+    /// Nodes that do not load it forward its requests to the nearest node that does.
+    Place {
+        name: String,
+        /// Load it only on nodes in these regions (comma-separated).
+        #[arg(long, value_delimiter = ',', conflicts_with_all = ["all", "on_demand"])]
+        regions: Vec<String>,
+        /// Load it on every node.
+        #[arg(long, conflicts_with = "on_demand")]
+        all: bool,
+        /// Load it on a node at its first request that no other node can serve.
+        #[arg(long)]
+        on_demand: bool,
+    },
 }
 
 pub async fn run(client: &Client, cmd: ModelsCommand, out: &Output) -> anyhow::Result<()> {
@@ -86,6 +100,21 @@ pub async fn run(client: &Client, cmd: ModelsCommand, out: &Output) -> anyhow::R
             catalog_change(&name, client.deploy(&name, version).await?, out)
         }
         ModelsCommand::Rollback { name } => catalog_change(&name, client.rollback(&name).await?, out),
+        ModelsCommand::Place { name, regions, all, on_demand } => {
+            let placement = match (regions.is_empty(), all, on_demand) {
+                (false, _, _) => {
+                    meridian_gossip::Placement::Regions { regions: regions.into_iter().collect() }
+                }
+                (true, _, true) => meridian_gossip::Placement::OnDemand,
+                (true, true, false) => meridian_gossip::Placement::All,
+                (true, false, false) => anyhow::bail!("say where: --regions a,b, --all or --on-demand"),
+            };
+            let catalog = client.place(&name, &placement).await?;
+            if !out.json {
+                say!("{name}: loaded in {} (catalog epoch {})", placement.describe(), catalog.epoch);
+            }
+            catalog_change(&name, catalog, out)
+        }
         ModelsCommand::Archive { name, version } => {
             client.archive(&name, version).await?;
             let versions = client.show(&name).await?;

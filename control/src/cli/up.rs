@@ -20,6 +20,8 @@ use crate::registry::keys::KeySpec;
 use meridian_gossip::keys::Scopes;
 
 pub const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
+/// The nodes' mesh endpoints (UDP) are at control's port + this + 0, 1, 2.
+pub const MESH_PORT_OFFSET: u16 = 11;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -130,13 +132,16 @@ async fn start_control(
 /// printed (local development).
 async fn start_nodes(
     args: &UpArgs,
-    control_url: &str,
+    control: &crate::ControlHandle,
     demo_key: Option<&str>,
     ca: &meridian_node::transport::certs::DevCa,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Vec<meridian_node::NodeHandle>> {
     let certs = args.data_dir.join("certs");
     let mut nodes = Vec::new();
+    let mesh_port = |i: usize| args.port + MESH_PORT_OFFSET + i as u16;
+    let seeds: Vec<SocketAddr> =
+        (0..REGIONS.len()).map(|i| SocketAddr::from(([127, 0, 0, 1], mesh_port(i)))).collect();
     for (i, region) in REGIONS.iter().enumerate() {
         let id = format!("{region}-1");
         let (cert, key) = ca.issue(&["127.0.0.1".to_string(), "localhost".to_string()], &certs, &id)?;
@@ -144,7 +149,7 @@ async fn start_nodes(
             id: id.clone(),
             region: region.to_string(),
             listen: SocketAddr::from(([127, 0, 0, 1], args.port + 1 + i as u16)),
-            control_url: Some(control_url.to_string()),
+            control_url: Some(control.url()),
             data_dir: args.data_dir.join(&id),
             heartbeat_ms: 2_000,
             tls: meridian_node::transport::tls::TlsConfig {
@@ -160,6 +165,16 @@ async fn start_nodes(
         config.ca_file = Some(ca.cert_path.clone());
         // Spread batch jobs send shards to peers with the demo key.
         config.auth.peer_key = demo_key.map(str::to_string);
+        // The nodes gossip over QUIC with the same certificates (the dev CA is the mesh CA)
+        // and adopt catalogs control signed.
+        config.mesh = meridian_node::mesh::settings::MeshSettings {
+            listen: Some(seeds[i]),
+            seeds: seeds.clone(),
+            control_keys: vec![control.public_key.clone()],
+            profile: meridian_node::mesh::settings::MeshProfile::Lan,
+            expected_nodes: REGIONS.len() as u32,
+            ..Default::default()
+        };
         nodes.push(
             meridian_node::spawn(config, shutdown.clone())
                 .await
@@ -219,6 +234,12 @@ fn print_usage(
     for (n, region) in nodes.iter().zip(REGIONS) {
         let quic =
             n.quic_addr.map_or_else(String::new, |a| format!("  + HTTP/3 and QUIC on udp/{}", a.port()));
+        let mesh = n
+            .state
+            .mesh
+            .as_ref()
+            .map_or_else(String::new, |m| format!(", mesh udp/{}", m.handle.addr().port()));
+        let quic = format!("{quic}{mesh}");
         say!("  node       {:<22} region {region:<9} {}{quic}", n.state.config.id, n.url());
     }
     say!("  CA         {} (trust it for HTTPS, HTTP/3 and QUIC)", ca.display());
@@ -258,7 +279,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let ca = meridian_node::transport::certs::DevCa::open_or_create(&args.data_dir.join("certs"))?;
     let (control, client) = start_control(&args, &ca, &shutdown).await?;
     let demo_key = if args.no_auth { None } else { Some(ensure_demo_key(&client, &args.data_dir).await?) };
-    let nodes = start_nodes(&args, &control.url(), demo_key.as_deref(), &ca, &shutdown).await?;
+    let nodes = start_nodes(&args, &control, demo_key.as_deref(), &ca, &shutdown).await?;
     eprintln!("meridian: control at {}; pushing the demo models", control.url());
     ensure_demo_models(&client).await?;
     wait_ready(&nodes, demo_key.as_deref()).await?;

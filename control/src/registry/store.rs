@@ -351,6 +351,28 @@ impl Registry {
         })
     }
 
+    /// Where `name` is loaded (`Placement::All` clears the setting).
+    pub fn place(&self, name: &str, placement: meridian_gossip::Placement) -> Result<Catalog, RegistryError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.versions(name)?.is_empty() {
+            return Err(self.not_found(name, None));
+        }
+        if let meridian_gossip::Placement::Regions { regions } = &placement {
+            if regions.is_empty() {
+                return Err(RegistryError::Invalid(
+                    "placement: regions must list at least one region".into(),
+                ));
+            }
+        }
+        self.change(name, |_, catalog| {
+            match &placement {
+                meridian_gossip::Placement::All => catalog.placements.remove(name),
+                other => catalog.placements.insert(name.to_string(), other.clone()),
+            };
+            Ok(())
+        })
+    }
+
     /// Retire a version that is not live.
     pub fn archive(&self, name: &str, version: u32) -> Result<Catalog, RegistryError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());

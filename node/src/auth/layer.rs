@@ -48,7 +48,10 @@ pub fn access(method: &Method, route: &str) -> Access {
         | "/v2/models/{model}/ready"
         | "/v2/models/{model}/versions/{version}"
         | "/v2/models/{model}/versions/{version}/ready" => MODEL_METADATA,
-        "/api/v1/node" | "/api/v1/feedback" => needs(Scope::Predict),
+        "/api/v1/node" | "/api/v1/feedback" | "/api/v1/mesh/nodes" => needs(Scope::Predict),
+        // Signed by control (the signature is the credential) and verified before adoption;
+        // artifacts are verified by digest, as from control.
+        "/api/v1/mesh/catalog" | "/api/v1/artifacts/{digest}" => OPEN,
         "/api/v1/features/{view}/{entity}" if method == Method::GET => needs(Scope::Predict),
         "/api/v1/features/{view}/{entity}" | "/api/v1/features/{view}/ingest" => needs(Scope::FeaturesWrite),
         "/api/v1/batch" if method == Method::POST => {

@@ -65,6 +65,10 @@ impl ServingTable {
         if let Some(reason) = self.missing.get(name) {
             return Resolved::NotLoaded(reason.clone());
         }
+        if self.catalog.models.contains_key(name) {
+            let placement = self.catalog.placement(name).describe();
+            return Resolved::NotLoaded(format!("placed in {placement}; no live peer holds it warm"));
+        }
         if !self.has_catalog {
             Resolved::NoCatalog
         } else {

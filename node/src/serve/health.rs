@@ -12,15 +12,19 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 once every live model of the catalog is loaded; 503 with what is missing until then.
+/// 200 once every live model of the catalog is loaded; 503 with what is missing until then,
+/// and while draining.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let table = state.table.load();
+    let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let ready = table.ready() && !draining;
     let body = json!({
-        "ready": table.ready(),
+        "ready": ready,
         "catalog_epoch": table.catalog.epoch,
         "missing": table.missing,
+        "draining": draining,
     });
-    let status = if table.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))
 }
 

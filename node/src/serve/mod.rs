@@ -7,6 +7,8 @@
 //! - [`features`]: feature writes, reads and bulk ingest.
 //! - [`feedback`]: outcomes of answered requests, for experiments.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`mesh`]: the mesh's routes (members, publish, drain, artifacts for peers); requests for
+//!   models this node does not hold are forwarded by [`crate::mesh::forward`].
 //! - Batch jobs (`/api/v1/batch…`) are routed here; their handlers live in [`crate::batch::http`].
 //!
 //! Every route passes [`crate::auth::layer::authorize`] first: credential, scope, model, rate.
@@ -16,6 +18,7 @@ pub mod error;
 pub mod features;
 pub mod feedback;
 pub mod health;
+pub mod mesh;
 pub mod path;
 pub mod seed;
 pub mod stream;
@@ -47,6 +50,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/models/{model}/predict", post(seed::predict))
         .route("/api/v1/models/{model}/stream", post(stream::stream).layer(DefaultBodyLimit::disable()))
         .route("/api/v1/node", get(health::node))
+        .route("/api/v1/mesh/nodes", get(mesh::nodes))
+        .route("/api/v1/mesh/catalog", post(mesh::publish))
+        .route("/api/v1/admin/drain", post(mesh::drain))
+        .route("/api/v1/artifacts/{digest}", get(mesh::artifact))
         .route("/api/v1/feedback", post(feedback::feedback))
         .route("/api/v1/features/{view}/{entity}", get(features::get).put(features::put))
         .route(
@@ -68,7 +75,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_ready_version))
         .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer_version))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::mesh::forward::forward))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::layer::authorize))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::mesh::forward::name_server))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -1,7 +1,8 @@
 //! Adopting a catalog: every manifest it names is made available (reused if loaded, read from
 //! disk, or fetched from control and verified), loaded and warmed up off the executor; then the
 //! new serving table replaces the old one in one atomic swap. A model that cannot be loaded
-//! keeps its old versions serving and is listed as missing, so the next poll retries it.
+//! keeps its old versions serving and is listed as missing, so the next poll retries it. A
+//! model placed in other regions (or on demand and not yet asked for) is not loaded here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,8 +28,7 @@ async fn obtain(
     let bytes = match state.store.artifact(&manifest.digest) {
         Some(bytes) => bytes,
         None => {
-            let client = client.ok_or_else(|| format!("artifact {} is not on disk", manifest.digest))?;
-            let bytes = client.artifact(&manifest.digest).await.map_err(|e| e.to_string())?;
+            let bytes = fetch(state, manifest, client).await?;
             state.store.put_artifact(&manifest.digest, &bytes).map_err(|e| e.to_string())?;
             bytes
         }
@@ -54,13 +54,53 @@ async fn obtain(
     Ok(Arc::new(loaded))
 }
 
+/// The artifact of `manifest`, verified: from the nearest peers that hold it (when the node
+/// runs the mesh), then from control.
+async fn fetch(
+    state: &NodeState,
+    manifest: &ModelManifest,
+    control: Option<&ControlClient>,
+) -> Result<Vec<u8>, String> {
+    let mut errors = Vec::new();
+    let peers = crate::mesh::artifact_sources(state, &manifest.name, manifest.version).await;
+    for url in peers.iter().take(3) {
+        let peer = ControlClient::with_client(url, state.peers.clone(), &state.config);
+        match peer.artifact(&manifest.digest).await {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) => errors.push(format!("peer {url}: {e}")),
+        }
+    }
+    match control {
+        Some(control) => match control.artifact(&manifest.digest).await {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) => errors.push(format!("control: {e}")),
+        },
+        None if errors.is_empty() => {
+            errors.push("not on disk, no control_url and no peer holds it".to_string())
+        }
+        None => {}
+    }
+    Err(format!("artifact {}: {}", manifest.digest, errors.join("; ")))
+}
+
 pub async fn adopt(state: &NodeState, catalog: Catalog, client: Option<&ControlClient>) {
     // Keys first: a revocation must not wait for model loads.
     state.auth.adopt(&catalog);
+    // One adoption at a time (the catalog follower, an on-demand load), each from the table
+    // the previous one left.
+    let _adopting = state.adopting.lock().await;
+    if catalog.epoch < state.table.load().catalog.epoch {
+        return;
+    }
     let old = state.table.load_full();
     let mut models = BTreeMap::new();
     let mut missing = BTreeMap::new();
+    let demanded = state.demanded.lock().map(|d| d.clone()).unwrap_or_default();
     for (name, entry) in &catalog.models {
+        // Placed elsewhere (or on demand and not asked for here): peers serve it.
+        if !catalog.placement(name).preloads(&state.config.region) && !demanded.contains(name) {
+            continue;
+        }
         let live = match obtain(state, &entry.live, client).await {
             Ok(m) => m,
             Err(reason) => {

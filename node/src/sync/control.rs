@@ -1,5 +1,5 @@
 //! The node's client for control: catalog long-poll, artifacts, heartbeats. Every call has a
-//! timeout.
+//! timeout. Peers serve the same artifact route, so the client fetches artifacts from them too.
 
 use std::time::Duration;
 
@@ -55,6 +55,23 @@ impl ControlClient {
         let resp = self
             .http
             .get(format!("{}/api/v1/catalog", self.base))
+            .query(&[("after_epoch", after), ("wait_ms", wait_ms)])
+            .timeout(Duration::from_millis(wait_ms + 5_000))
+            .send()
+            .await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    /// The catalog signed by control (for the mesh), once its epoch is above `after` or
+    /// `wait_ms` passed.
+    pub async fn signed_catalog(
+        &self,
+        after: u64,
+        wait_ms: u64,
+    ) -> Result<meridian_gossip::mesh::SignedCatalog, ControlError> {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/catalog/signed", self.base))
             .query(&[("after_epoch", after), ("wait_ms", wait_ms)])
             .timeout(Duration::from_millis(wait_ms + 5_000))
             .send()

@@ -22,8 +22,9 @@ use meridian_gossip::{LoadedModel as LoadedInfo, NodeInfo};
 use crate::node::NodeState;
 use control::ControlClient;
 
-/// Follow the catalog until shutdown.
-pub async fn follow(state: Arc<NodeState>) {
+/// Adopt the catalog persisted by the last run, so the node serves before control or the
+/// mesh answer.
+pub async fn adopt_persisted(state: &NodeState) {
     match state.store.load_catalog() {
         Ok(Some(catalog)) => {
             tracing::info!(epoch = catalog.epoch, "serving the persisted catalog");
@@ -34,6 +35,12 @@ pub async fn follow(state: Arc<NodeState>) {
             tracing::warn!(error = %e, "the persisted catalog is unreadable; waiting for control")
         }
     }
+}
+
+/// Follow control's catalog until shutdown (a node without the mesh; a node in the mesh runs
+/// [`crate::mesh::tasks::follow`] instead).
+pub async fn follow(state: Arc<NodeState>) {
+    adopt_persisted(&state).await;
     let Some(url) = state.config.control_url.clone() else {
         return;
     };
@@ -109,6 +116,9 @@ pub fn node_info(state: &NodeState) -> NodeInfo {
             })
             .collect(),
         queued: table.loaded().map(|(m, _)| m.pool.depth() as u64).sum(),
+        gpu: state.gpu.is_some(),
+        quic_addr: state.quic_addr.map(|a| a.to_string()),
+        draining: state.draining.load(std::sync::atomic::Ordering::Relaxed),
         ..NodeInfo::default()
     }
 }

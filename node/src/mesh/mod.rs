@@ -1,0 +1,178 @@
+//! The node in the mesh: it runs the gossip driver (`meridian_gossip::driver`) beside its
+//! front doors, adopts every catalog the mesh verified, publishes control's signed catalogs and
+//! its own info into it, answers `GET /api/v1/mesh/nodes`, and forwards requests for models it
+//! does not hold to the nearest peer that does ([`forward`]).
+//!
+//! - [`settings`]: `[mesh]` in the node's config.
+//! - [`forward`]: routing a request to the nearest live peer with the model warm.
+//! - [`tasks`]: the background loops (catalog adoption, control → mesh, node info, events).
+//!
+//! Without `mesh.listen` none of this runs and the node follows control as before.
+
+pub mod forward;
+pub mod settings;
+pub mod tasks;
+
+use std::time::Duration;
+
+use meridian_gossip::driver::{DriverConfig, MemberState, MeshDriver, MeshHandle, MeshTls};
+use meridian_gossip::mesh::{ControlPublicKey, MeshConfig, Verifier};
+use meridian_gossip::{MemberStatus, MeshNode, MeshView};
+use tokio::task::JoinHandle;
+
+use crate::config::NodeConfig;
+use crate::node::{NodeError, NodeState};
+use settings::MeshProfile;
+
+/// A node's running mesh: the driver's handle and task.
+pub struct Mesh {
+    pub handle: MeshHandle,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mesh({})", self.handle.addr())
+    }
+}
+
+impl Mesh {
+    /// Stop the driver without a goodbye, as a crash would (tests of failure detection).
+    pub fn abort(&self) {
+        if let Some(task) = self.task.lock().ok().and_then(|mut t| t.take()) {
+            task.abort();
+        }
+    }
+}
+
+/// The driver's settings from the node's config.
+fn driver_config(config: &NodeConfig) -> Result<Option<DriverConfig>, NodeError> {
+    let settings = &config.mesh;
+    let Some(listen) = settings.listen else { return Ok(None) };
+    let (cert, key, ca) = settings.files(config);
+    let (Some(cert), Some(key), Some(ca)) = (cert, key, ca) else {
+        return Err(NodeError::Config(settings.problems(config)));
+    };
+    let tls = MeshTls::from_files(&cert, &key, &ca)
+        .map_err(|e| NodeError::Config(vec![format!("mesh certificate: {e}")]))?;
+    // Generations order a node's lives: seconds since the epoch outlive any restart loop.
+    let generation = (crate::features::row::unix_ms() / 1_000) as u32;
+    let mut driver = DriverConfig::new(&config.id, &config.region, generation, listen, tls);
+    driver.advertise = settings.advertise;
+    driver.seeds = settings.seeds.clone();
+    driver.server_name = settings.server_name.clone();
+    let mut mesh = match settings.profile {
+        MeshProfile::Wan => MeshConfig::wan(settings.expected_nodes),
+        MeshProfile::Lan => MeshConfig::lan(settings.expected_nodes),
+    };
+    mesh.max_datagram = mesh.max_datagram.min(meridian_gossip::driver::MAX_QUIC_DATAGRAM);
+    driver.mesh = mesh;
+    Ok(Some(driver))
+}
+
+/// Start the mesh driver when the config asks for one (inside the runtime).
+pub fn start(config: &NodeConfig) -> Result<Option<Mesh>, NodeError> {
+    let Some(driver) = driver_config(config)? else { return Ok(None) };
+    let keys = config
+        .mesh
+        .control_keys
+        .iter()
+        .map(|k| ControlPublicKey::from_hex(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| NodeError::Config(vec![format!("mesh.control_keys: {e}")]))?;
+    let (handle, task) = MeshDriver::start(driver, Verifier::new(keys)).map_err(|e| match e {
+        meridian_gossip::driver::DriverError::Bind { addr, source } => NodeError::Bind { addr, source },
+        other => NodeError::Config(vec![other.to_string()]),
+    })?;
+    tracing::info!(addr = %handle.addr(), seeds = ?config.mesh.seeds, "mesh endpoint up");
+    Ok(Some(Mesh { handle, task: std::sync::Mutex::new(Some(task)) }))
+}
+
+fn status(state: MemberState) -> MemberStatus {
+    match state {
+        MemberState::Alive => MemberStatus::Alive,
+        MemberState::Suspect => MemberStatus::Suspect,
+        MemberState::Down => MemberStatus::Down,
+    }
+}
+
+/// `GET /api/v1/mesh/nodes`: this node and every member it knows (the latest generation of
+/// each node id), sorted by region then id.
+pub async fn view(state: &NodeState) -> MeshView {
+    let me = crate::sync::node_info(state);
+    let mut nodes = vec![MeshNode {
+        id: me.id.clone(),
+        region: me.region.clone(),
+        state: MemberStatus::Alive,
+        is_self: true,
+        mesh_addr: state.mesh.as_ref().map(|m| m.handle.addr().to_string()),
+        rtt_ms: None,
+        info: Some(me.clone()),
+    }];
+    if let Some(mesh) = &state.mesh {
+        let mut members = mesh.handle.members().await.unwrap_or_default();
+        members.sort_by(|a, b| (&a.node, b.generation).cmp(&(&b.node, a.generation)));
+        members.dedup_by(|later, first| later.node == first.node);
+        nodes.extend(members.into_iter().filter(|m| m.node != me.id).map(|m| MeshNode {
+            id: m.node,
+            region: m.region,
+            state: status(m.state),
+            is_self: false,
+            mesh_addr: Some(m.addr.to_string()),
+            rtt_ms: m.rtt.map(|d| d.as_secs_f64() * 1e3),
+            info: m.info.map(|r| r.info.clone()),
+        }));
+    }
+    nodes.sort_by(|a, b| (&a.region, &a.id).cmp(&(&b.region, &b.id)));
+    MeshView { node: me.id, mesh: state.mesh.is_some(), catalog_epoch: me.catalog_epoch, nodes }
+}
+
+/// A peer a request may go to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub id: String,
+    pub url: String,
+    pub rtt: Option<Duration>,
+}
+
+/// Live peers that hold `model`'s live version warm and take traffic, nearest first (by
+/// QUIC's RTT estimate; peers in this node's region before others when RTTs are unknown).
+pub async fn targets(state: &NodeState, model: &str) -> Vec<Target> {
+    let Some(mesh) = &state.mesh else { return Vec::new() };
+    let members = mesh.handle.members().await.unwrap_or_default();
+    let region = &state.config.region;
+    let mut found: Vec<(bool, Target)> = members
+        .into_iter()
+        .filter(|m| m.state == MemberState::Alive && m.node != state.config.id)
+        .filter_map(|m| {
+            let info = &m.info.as_ref()?.info;
+            let warm = info.models.iter().any(|l| l.name == model && l.live && l.warm);
+            (warm && !info.draining && !info.http_url.is_empty()).then(|| {
+                let target = Target { id: m.node.clone(), url: info.http_url.clone(), rtt: m.rtt };
+                (m.region == *region, target)
+            })
+        })
+        .collect();
+    found.sort_by(|(local_a, a), (local_b, b)| {
+        let rtt = |t: &Target| t.rtt.unwrap_or(Duration::MAX);
+        (rtt(a), !local_a, &a.id).cmp(&(rtt(b), !local_b, &b.id))
+    });
+    found.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Peers holding the artifact of `name` v`version` (any state but down), nearest first: where
+/// a node fetches artifacts when control is far or down.
+pub async fn artifact_sources(state: &NodeState, name: &str, version: u32) -> Vec<String> {
+    let Some(mesh) = &state.mesh else { return Vec::new() };
+    let mut members = mesh.handle.members().await.unwrap_or_default();
+    members.retain(|m| m.state != MemberState::Down && m.node != state.config.id);
+    members.sort_by_key(|m| m.rtt.unwrap_or(Duration::MAX));
+    members
+        .into_iter()
+        .filter_map(|m| {
+            let info = &m.info.as_ref()?.info;
+            let holds = info.models.iter().any(|l| l.name == name && l.version == version);
+            (holds && !info.http_url.is_empty()).then(|| info.http_url.clone())
+        })
+        .collect()
+}

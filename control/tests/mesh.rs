@@ -1,0 +1,293 @@
+//! The mesh with real nodes: five nodes in three regions on 127.0.0.1, each with its own mesh
+//! endpoint (QUIC, mutual TLS with a test CA), adopting catalogs control signed.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use harness::*;
+use meridian_gossip::mesh::{ControlKey, SignedCatalog};
+use meridian_gossip::{MemberStatus, MeshView, Placement};
+use meridian_models::demo::demo_model;
+use meridian_node::mesh::settings::{MeshProfile, MeshSettings};
+use meridian_node::transport::certs::DevCa;
+use serde_json::json;
+
+/// (node id, region) of the five nodes.
+const NODES: [(&str, &str); 5] =
+    [("eu-1", "eu"), ("eu-2", "eu"), ("us-1", "us"), ("us-2", "us"), ("ap-1", "ap")];
+
+/// A node in the mesh: plaintext HTTP for the tests' requests, a mesh certificate from `ca`.
+fn mesh_config(
+    id: &str,
+    region: &str,
+    control: Option<String>,
+    dir: &Path,
+    ca: &DevCa,
+    seeds: &[SocketAddr],
+    control_key: &str,
+) -> meridian_node::NodeConfig {
+    let certs = dir.join(id).join("certs");
+    let (cert, key) = ca.issue(&["127.0.0.1".to_string()], &certs, id).unwrap();
+    let mut config = node_config(id, control, &dir.join(id));
+    config.region = region.to_string();
+    config.tls.cert = Some(cert);
+    config.tls.key = Some(key);
+    config.ca_file = Some(ca.cert_path.clone());
+    config.mesh = MeshSettings {
+        listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        seeds: seeds.to_vec(),
+        control_keys: vec![control_key.to_string()],
+        profile: MeshProfile::Lan,
+        expected_nodes: 5,
+        drain_grace_ms: 300,
+        info_refresh_ms: 300,
+        ..MeshSettings::default()
+    };
+    config
+}
+
+fn mesh_addr(node: &Node) -> SocketAddr {
+    node.handle.state.mesh.as_ref().unwrap().handle.addr()
+}
+
+/// Five nodes; those whose index `with_control` accepts follow control, the rest only the mesh.
+async fn start_mesh(dir: &Path, control: &Control, with_control: impl Fn(usize) -> bool) -> Vec<Node> {
+    let ca = DevCa::open_or_create(&dir.join("ca")).unwrap();
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, (id, region)) in NODES.iter().enumerate() {
+        let seeds: Vec<SocketAddr> = nodes.iter().take(2).map(mesh_addr).collect();
+        let url = with_control(i).then(|| control.url());
+        let config = mesh_config(id, region, url, dir, &ca, &seeds, &control.handle.public_key);
+        nodes.push(Node::start(config).await);
+    }
+    nodes
+}
+
+async fn view(node: &Node) -> MeshView {
+    let resp = http().get(format!("{}/api/v1/mesh/nodes", node.url())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// Wait until every node sees every other node of `ids` in `state`.
+async fn wait_members(nodes: &[&Node], ids: &[&str], state: MemberStatus) {
+    for node in nodes {
+        let what = format!("{} to see {ids:?} {state:?}", node.handle.state.config.id);
+        wait_for(&what, || async {
+            let v = view(node).await;
+            ids.iter().all(|id| v.nodes.iter().any(|n| n.id == *id && (n.is_self || n.state == state)))
+        })
+        .await;
+    }
+}
+
+async fn predict(node: &Node, model: &str, row: &serde_json::Value) -> (u16, String, serde_json::Value) {
+    let resp = http()
+        .post(format!("{}/api/v1/models/{model}/predict", node.url()))
+        .json(row)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let served = resp.headers().get("x-meridian-node").unwrap().to_str().unwrap().to_string();
+    (status, served, resp.json().await.unwrap())
+}
+
+fn epoch(node: &Node) -> u64 {
+    node.handle.state.table.load().catalog.epoch
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deploys_spread_through_the_mesh_and_forged_catalogs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = Control::start(dir.path()).await;
+    // Only eu-1 talks to control: the other four learn everything from the mesh and fetch
+    // artifacts from their peers.
+    let nodes = start_mesh(dir.path(), &control, |i| i == 0).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let ids: Vec<&str> = NODES.iter().map(|(id, _)| *id).collect();
+    wait_members(&all, &ids, MemberStatus::Alive).await;
+
+    let mlp = demo_model("breast-cancer-mlp").unwrap();
+    let logreg = demo_model("breast-cancer-logreg").unwrap();
+    control.push("cancer", logreg).await;
+    control.push("cancer", mlp).await;
+    control.client.deploy("cancer", Some(1)).await.unwrap();
+    for n in &nodes {
+        n.wait_live("cancer", 1).await;
+    }
+    control.client.deploy("cancer", Some(2)).await.unwrap();
+    for n in &nodes {
+        n.wait_live("cancer", 2).await;
+    }
+    let reference = reference(mlp);
+    for n in &nodes {
+        let (status, served, body) = predict(n, "cancer", &reference.features(0)).await;
+        assert_eq!((status, served.as_str()), (200, n.handle.state.config.id.as_str()), "{body}");
+        assert!(close(body["prediction"].as_f64().unwrap(), reference.prediction(0)));
+    }
+    // A rollback reaches every node.
+    control.client.rollback("cancer").await.unwrap();
+    for n in &nodes {
+        n.wait_live("cancer", 1).await;
+    }
+
+    // Forged catalogs, published through a node that does not talk to control, are refused
+    // and change nothing anywhere.
+    let have = epoch(&nodes[2]);
+    let signed: SignedCatalog =
+        http().get(format!("{}/api/v1/catalog/signed", control.url())).send().await.unwrap().json().await.unwrap();
+    let mut tampered = signed.clone();
+    tampered.catalog.epoch += 10;
+    tampered.catalog.models.clear();
+    let stranger = ControlKey::from_seed(&[7; 32]).sign_catalog(tampered.catalog.clone());
+    let publish = format!("{}/api/v1/mesh/catalog", nodes[2].url());
+    for (what, body, status) in [
+        ("tampered content", serde_json::to_value(&tampered).unwrap(), 403),
+        ("an unknown key", serde_json::to_value(&stranger).unwrap(), 403),
+        ("a replay of the current epoch", serde_json::to_value(&signed).unwrap(), 409),
+        ("not a catalog", json!({"epoch": 99}), 400),
+    ] {
+        let (got, answer) = post_json(&publish, &body).await;
+        assert_eq!(got, status, "{what}: {answer}");
+        assert!(answer["error"].as_str().unwrap().len() > 5, "{what}: {answer}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in &nodes {
+        assert_eq!(epoch(n), have, "{} kept its epoch", n.handle.state.config.id);
+        assert!(n.handle.state.table.load().models.contains_key("cancer"));
+    }
+
+    // Placement: only eu loads it; ap and us forward to the nearest eu node, which answers.
+    let placed = Placement::Regions { regions: ["eu".to_string()].into() };
+    control.client.place("cancer", &placed).await.unwrap();
+    for n in &nodes[2..] {
+        n.wait_table("cancer unloaded", |t| !t.models.contains_key("cancer")).await;
+    }
+    for n in &nodes[..2] {
+        n.wait_table("cancer kept", |t| t.models.contains_key("cancer")).await;
+    }
+    let eu: HashSet<&str> = ["eu-1", "eu-2"].into();
+    for n in &nodes[2..] {
+        let (status, served, body) = predict(n, "cancer", &reference.features(1)).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(eu.contains(served.as_str()), "{} forwarded to {served}", n.handle.state.config.id);
+        assert_eq!(body["served_by"], served.as_str());
+    }
+
+    // Control stops: nodes keep serving, and keep gossiping their info.
+    control.stop().await;
+    let before = info_versions(&nodes[4]).await;
+    wait_for("node infos to keep advancing without control", || async {
+        let now = info_versions(&nodes[4]).await;
+        before.iter().all(|(id, v)| now.get(id).is_some_and(|n| n > v))
+    })
+    .await;
+    for n in &nodes {
+        let (status, _, body) = predict(n, "cancer", &reference.features(2)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// Each peer's info version as `node` holds it.
+async fn info_versions(node: &Node) -> std::collections::HashMap<String, u64> {
+    view(node)
+        .await
+        .nodes
+        .into_iter()
+        .filter(|n| !n.is_self)
+        .filter_map(|n| Some((n.id, n.info?.version)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_between_regions_heals_to_the_newest_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = Control::start(dir.path()).await;
+    let nodes = start_mesh(dir.path(), &control, |i| i == 0).await;
+    let ids: Vec<&str> = NODES.iter().map(|(id, _)| *id).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_members(&all, &ids, MemberStatus::Alive).await;
+    control.push("cancer", demo_model("breast-cancer-logreg").unwrap()).await;
+    control.push("cancer", demo_model("breast-cancer-mlp").unwrap()).await;
+    control.client.deploy("cancer", Some(1)).await.unwrap();
+    for n in &nodes {
+        n.wait_live("cancer", 1).await;
+    }
+
+    // Cut eu (with the node that talks to control) from us and ap.
+    let (eu, rest) = nodes.split_at(2);
+    let addrs = |side: &[Node]| side.iter().map(mesh_addr).collect::<HashSet<_>>();
+    for (side, other) in [(eu, rest), (rest, eu)] {
+        for n in side {
+            n.handle.state.mesh.as_ref().unwrap().handle.set_blocked(addrs(other)).await.unwrap();
+        }
+    }
+    let eu_refs: Vec<&Node> = eu.iter().collect();
+    wait_members(&eu_refs, &["us-1", "us-2", "ap-1"], MemberStatus::Down).await;
+    control.client.deploy("cancer", Some(2)).await.unwrap();
+    for n in eu {
+        n.wait_live("cancer", 2).await;
+    }
+    let newest = epoch(&eu[0]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in rest {
+        assert!(epoch(n) < newest, "{} saw the deploy through a partition", n.handle.state.config.id);
+    }
+
+    // Heal: both sides converge on the newest epoch and on membership.
+    for n in &nodes {
+        n.handle.state.mesh.as_ref().unwrap().handle.set_blocked(HashSet::new()).await.unwrap();
+    }
+    for n in rest {
+        n.wait_live("cancer", 2).await;
+    }
+    for n in &nodes {
+        assert_eq!(epoch(n), newest);
+    }
+    wait_members(&all, &ids, MemberStatus::Alive).await;
+    control.stop().await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_without_the_mesh_certificate_cannot_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = Control::start(dir.path()).await;
+    let ca = DevCa::open_or_create(&dir.path().join("ca")).unwrap();
+    let key = control.handle.public_key.clone();
+    let a = Node::start(mesh_config("a", "eu", Some(control.url()), dir.path(), &ca, &[], &key)).await;
+    let b = Node::start(mesh_config("b", "us", None, dir.path(), &ca, &[mesh_addr(&a)], &key)).await;
+    wait_members(&[&a, &b], &["a", "b"], MemberStatus::Alive).await;
+    // Its own CA signed its certificate: the members refuse the handshake, it refuses theirs.
+    let rogue_ca = DevCa::open_or_create(&dir.path().join("rogue-ca")).unwrap();
+    let seeds = [mesh_addr(&a), mesh_addr(&b)];
+    let rogue = Node::start(mesh_config("rogue", "ap", None, dir.path(), &rogue_ca, &seeds, &key)).await;
+    control.push("cancer", demo_model("breast-cancer-logreg").unwrap()).await;
+    control.client.deploy("cancer", Some(1)).await.unwrap();
+    a.wait_live("cancer", 1).await;
+    b.wait_live("cancer", 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in [&a, &b] {
+        assert!(!view(n).await.nodes.iter().any(|m| m.id == "rogue"), "rogue joined");
+    }
+    let seen = view(&rogue).await;
+    assert_eq!(seen.nodes.iter().filter(|m| !m.is_self && m.state == MemberStatus::Alive).count(), 0);
+    assert_eq!(epoch(&rogue), 0, "the rogue node got a catalog");
+    let counters = rogue.handle.state.mesh.as_ref().unwrap().handle.counters().await.unwrap();
+    assert!(counters.driver.connect_failures > 0, "{counters:?}");
+    control.stop().await;
+    for n in [a, b, rogue] {
+        n.stop().await;
+    }
+}

@@ -87,12 +87,8 @@ async fn wait_members(nodes: &[&Node], ids: &[&str], state: MemberStatus) {
 }
 
 async fn predict(node: &Node, model: &str, row: &serde_json::Value) -> (u16, String, serde_json::Value) {
-    let resp = http()
-        .post(format!("{}/api/v1/models/{model}/predict", node.url()))
-        .json(row)
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        http().post(format!("{}/api/v1/models/{model}/predict", node.url())).json(row).send().await.unwrap();
     let status = resp.status().as_u16();
     let served = resp.headers().get("x-meridian-node").unwrap().to_str().unwrap().to_string();
     (status, served, resp.json().await.unwrap())
@@ -137,11 +133,38 @@ async fn deploys_spread_through_the_mesh_and_forged_catalogs_are_refused() {
         n.wait_live("cancer", 1).await;
     }
 
-    // Forged catalogs, published through a node that does not talk to control, are refused
-    // and change nothing anywhere.
+    forgeries_are_refused(&control, &nodes).await;
+    placement_forwards_to_the_nearest_holder(&control, &nodes, &reference).await;
+
+    // Control stops: nodes keep serving, and keep gossiping their info.
+    control.stop().await;
+    let before = info_versions(&nodes[4]).await;
+    wait_for("node infos to keep advancing without control", || async {
+        let now = info_versions(&nodes[4]).await;
+        before.iter().all(|(id, v)| now.get(id).is_some_and(|n| n > v))
+    })
+    .await;
+    for n in &nodes {
+        let (status, _, body) = predict(n, "cancer", &reference.features(2)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// Forged catalogs, published through a node that does not talk to control, are refused and
+/// change nothing anywhere.
+async fn forgeries_are_refused(control: &Control, nodes: &[Node]) {
     let have = epoch(&nodes[2]);
-    let signed: SignedCatalog =
-        http().get(format!("{}/api/v1/catalog/signed", control.url())).send().await.unwrap().json().await.unwrap();
+    let signed: SignedCatalog = http()
+        .get(format!("{}/api/v1/catalog/signed", control.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut tampered = signed.clone();
     tampered.catalog.epoch += 10;
     tampered.catalog.models.clear();
@@ -158,12 +181,14 @@ async fn deploys_spread_through_the_mesh_and_forged_catalogs_are_refused() {
         assert!(answer["error"].as_str().unwrap().len() > 5, "{what}: {answer}");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for n in &nodes {
+    for n in nodes {
         assert_eq!(epoch(n), have, "{} kept its epoch", n.handle.state.config.id);
         assert!(n.handle.state.table.load().models.contains_key("cancer"));
     }
+}
 
-    // Placement: only eu loads it; ap and us forward to the nearest eu node, which answers.
+/// Placement: only eu loads the model; us and ap forward to the nearest eu node, which answers.
+async fn placement_forwards_to_the_nearest_holder(control: &Control, nodes: &[Node], reference: &Reference) {
     let placed = Placement::Regions { regions: ["eu".to_string()].into() };
     control.client.place("cancer", &placed).await.unwrap();
     for n in &nodes[2..] {
@@ -178,22 +203,6 @@ async fn deploys_spread_through_the_mesh_and_forged_catalogs_are_refused() {
         assert_eq!(status, 200, "{body}");
         assert!(eu.contains(served.as_str()), "{} forwarded to {served}", n.handle.state.config.id);
         assert_eq!(body["served_by"], served.as_str());
-    }
-
-    // Control stops: nodes keep serving, and keep gossiping their info.
-    control.stop().await;
-    let before = info_versions(&nodes[4]).await;
-    wait_for("node infos to keep advancing without control", || async {
-        let now = info_versions(&nodes[4]).await;
-        before.iter().all(|(id, v)| now.get(id).is_some_and(|n| n > v))
-    })
-    .await;
-    for n in &nodes {
-        let (status, _, body) = predict(n, "cancer", &reference.features(2)).await;
-        assert_eq!(status, 200, "{body}");
-    }
-    for n in nodes {
-        n.stop().await;
     }
 }
 

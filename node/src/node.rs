@@ -194,6 +194,39 @@ impl NodeHandle {
     }
 }
 
+/// The one-row result cache and the log of requests kept for feedback.
+fn caches(config: &NodeConfig) -> (ResultCache, crate::inference::requests::RequestLog) {
+    let results = ResultCache::new(
+        config.result_cache_capacity,
+        std::time::Duration::from_secs(config.result_cache_ttl_secs),
+    );
+    let requests = crate::inference::requests::RequestLog::new(
+        config.feedback_capacity,
+        std::time::Duration::from_secs(config.feedback_window_secs),
+    );
+    (results, requests)
+}
+
+/// The node's background loops (each ends at shutdown): the catalog (from control, or from
+/// the mesh), the mesh's own loops, heartbeats, feature invalidations, latency reports.
+fn start_background(state: &Arc<NodeState>, features: &Arc<FeatureStore>) -> Vec<JoinHandle<()>> {
+    let follow = if state.mesh.is_some() {
+        tokio::spawn(crate::mesh::tasks::follow(state.clone()))
+    } else {
+        tokio::spawn(crate::sync::follow(state.clone()))
+    };
+    vec![
+        follow,
+        tokio::spawn(crate::mesh::tasks::publish_control(state.clone())),
+        tokio::spawn(crate::mesh::tasks::publish_info(state.clone())),
+        tokio::spawn(crate::mesh::tasks::watch_members(state.clone())),
+        tokio::spawn(crate::mesh::tasks::leave_on_shutdown(state.clone())),
+        tokio::spawn(crate::sync::heartbeat(state.clone())),
+        tokio::spawn(features.clone().follow_invalidations(state.shutdown.clone())),
+        tokio::spawn(crate::sync::report::report(state.clone())),
+    ]
+}
+
 /// Start a node: bind the front end, load the persisted catalog, follow control, report to it.
 /// Everything stops when `shutdown` is cancelled: the listener stops accepting, in-flight
 /// requests finish, the background tasks end.
@@ -213,14 +246,7 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
     let (addr, quic_addr) = (front.addr, front.quic_addr);
     let scheme = if front.tcp_tls().is_some() { "https" } else { "http" };
     let url = config.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
-    let results = ResultCache::new(
-        config.result_cache_capacity,
-        std::time::Duration::from_secs(config.result_cache_ttl_secs),
-    );
-    let requests = crate::inference::requests::RequestLog::new(
-        config.feedback_capacity,
-        std::time::Duration::from_secs(config.feedback_window_secs),
-    );
+    let (results, requests) = caches(&config);
     let gpu = open_gpu(&config).await?;
     let auth = crate::auth::Authenticator::new(&config.auth).map_err(|e| NodeError::Config(vec![e]))?;
     if !config.auth.enabled {
@@ -259,20 +285,7 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         tracing::error!(error = %e, "cannot resume batch jobs");
     }
     let app = crate::serve::router(state.clone());
-    let sync = if state.mesh.is_some() {
-        tokio::spawn(crate::mesh::tasks::follow(state.clone()))
-    } else {
-        tokio::spawn(crate::sync::follow(state.clone()))
-    };
-    let mesh_tasks = [
-        tokio::spawn(crate::mesh::tasks::publish_control(state.clone())),
-        tokio::spawn(crate::mesh::tasks::publish_info(state.clone())),
-        tokio::spawn(crate::mesh::tasks::watch_members(state.clone())),
-        tokio::spawn(crate::mesh::tasks::leave_on_shutdown(state.clone())),
-    ];
-    let heartbeat = tokio::spawn(crate::sync::heartbeat(state.clone()));
-    let invalidations = tokio::spawn(features.follow_invalidations(shutdown.clone()));
-    let reports = tokio::spawn(crate::sync::report::report(state.clone()));
+    let background = start_background(&state, &features);
     tracing::info!(
         node = %state.config.id, region = %state.config.region, %addr, quic = ?quic_addr,
         mesh = ?state.mesh.as_ref().map(|m| m.handle.addr()),
@@ -283,13 +296,9 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
     let task = tokio::spawn(async move {
         let served =
             serving.await.unwrap_or_else(|e| Err(std::io::Error::other(e))).map_err(NodeError::Serve);
-        let _ = sync.await;
-        for task in mesh_tasks {
+        for task in background {
             let _ = task.await;
         }
-        let _ = heartbeat.await;
-        let _ = invalidations.await;
-        let _ = reports.await;
         // Batch jobs stop at shutdown and resume from their checkpoint at the next start.
         state_for_stop.batch.stopped().await;
         state_for_stop.features.flush().await;

@@ -28,7 +28,7 @@ pub async fn adopt_persisted(state: &NodeState) {
     match state.store.load_catalog() {
         Ok(Some(catalog)) => {
             tracing::info!(epoch = catalog.epoch, "serving the persisted catalog");
-            adopt::adopt(&state, catalog, None).await;
+            adopt::adopt(state, catalog, None).await;
         }
         Ok(None) => {}
         Err(e) => {

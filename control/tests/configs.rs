@@ -17,6 +17,7 @@ fn example_configs_in_deploy_parse_and_validate() {
     node.validate().unwrap();
     assert_eq!(node.region, "eu-west");
     assert_eq!(node.control_url.as_deref(), Some("https://control.internal:7070"));
+    assert!(node.mesh.enabled() && node.mesh.seeds.len() == 2, "{:?}", node.mesh);
     // Every deploy/*.toml is one of the two kinds.
     for entry in
         std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")).unwrap()

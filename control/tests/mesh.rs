@@ -40,7 +40,7 @@ fn mesh_config(
     config.ca_file = Some(ca.cert_path.clone());
     config.mesh = MeshSettings {
         listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        seeds: seeds.to_vec(),
+        seeds: seeds.iter().map(ToString::to_string).collect(),
         control_keys: vec![control_key.to_string()],
         profile: MeshProfile::Lan,
         expected_nodes: 5,

@@ -258,7 +258,7 @@ pub async fn spawn(config: NodeConfig, shutdown: CancellationToken) -> Result<No
         .connect_timeout(std::time::Duration::from_secs(2))
         .build()
         .map_err(|e| NodeError::Config(vec![format!("HTTP client: {e}")]))?;
-    let mesh = crate::mesh::start(&config)?;
+    let mesh = crate::mesh::start(&config).await?;
     let state = Arc::new(NodeState {
         mesh,
         draining: Default::default(),

@@ -63,7 +63,7 @@ async fn start_nodes(
             seeds: nodes
                 .iter()
                 .take(2)
-                .filter_map(|n| n.state.mesh.as_ref().map(|m| m.handle.addr()))
+                .filter_map(|n| n.state.mesh.as_ref().map(|m| m.handle.addr().to_string()))
                 .collect(),
             control_keys: vec![control.public_key.clone()],
             profile: MeshProfile::Lan,

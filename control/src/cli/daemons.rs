@@ -43,6 +43,15 @@ pub struct NodeArgs {
     /// Redis for the shared feature store (`redis://host:6379/0`); default: node-local sled.
     #[arg(long, env = "MERIDIAN_NODE_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// UDP address of the mesh endpoint (joins the mesh; see `[mesh]` in deploy/node.toml).
+    #[arg(long, env = "MERIDIAN_NODE_MESH_LISTEN")]
+    pub mesh_listen: Option<SocketAddr>,
+    /// The address peers reach the mesh endpoint at (e.g. the pod IP and port).
+    #[arg(long, env = "MERIDIAN_NODE_MESH_ADVERTISE")]
+    pub mesh_advertise: Option<SocketAddr>,
+    /// Seeds to join through, `host:port`, comma-separated.
+    #[arg(long, env = "MERIDIAN_NODE_MESH_SEEDS", value_delimiter = ',')]
+    pub mesh_seeds: Vec<String>,
 }
 
 /// The config file parsed by `parse`, or the defaults without one; flags and env apply after.
@@ -120,6 +129,15 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
     }
     if args.redis_url.is_some() {
         config.features.redis_url = args.redis_url;
+    }
+    if args.mesh_listen.is_some() {
+        config.mesh.listen = args.mesh_listen;
+    }
+    if args.mesh_advertise.is_some() {
+        config.mesh.advertise = args.mesh_advertise;
+    }
+    if !args.mesh_seeds.is_empty() {
+        config.mesh.seeds = args.mesh_seeds;
     }
     let shutdown = shutdown_on_signal();
     let handle = meridian_node::spawn(config, shutdown).await?;

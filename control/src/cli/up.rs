@@ -142,6 +142,7 @@ async fn start_nodes(
     let mesh_port = |i: usize| args.port + MESH_PORT_OFFSET + i as u16;
     let seeds: Vec<SocketAddr> =
         (0..REGIONS.len()).map(|i| SocketAddr::from(([127, 0, 0, 1], mesh_port(i)))).collect();
+    let seed_names: Vec<String> = seeds.iter().map(ToString::to_string).collect();
     for (i, region) in REGIONS.iter().enumerate() {
         let id = format!("{region}-1");
         let (cert, key) = ca.issue(&["127.0.0.1".to_string(), "localhost".to_string()], &certs, &id)?;
@@ -169,7 +170,7 @@ async fn start_nodes(
         // and adopt catalogs control signed.
         config.mesh = meridian_node::mesh::settings::MeshSettings {
             listen: Some(seeds[i]),
-            seeds: seeds.clone(),
+            seeds: seed_names.clone(),
             control_keys: vec![control.public_key.clone()],
             profile: meridian_node::mesh::settings::MeshProfile::Lan,
             expected_nodes: REGIONS.len() as u32,

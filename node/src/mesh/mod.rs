@@ -45,8 +45,23 @@ impl Mesh {
     }
 }
 
+/// The seeds' addresses: each `host:port` resolved (a name that does not resolve is logged
+/// and skipped: the node joins through the others, or waits to be found).
+async fn resolve_seeds(seeds: &[String]) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::new();
+    for seed in seeds {
+        let lookup = tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(seed.as_str()));
+        match lookup.await {
+            Ok(Ok(addrs)) => out.extend(addrs),
+            Ok(Err(e)) => tracing::warn!(seed, error = %e, "mesh seed does not resolve"),
+            Err(_) => tracing::warn!(seed, "mesh seed: DNS timed out"),
+        }
+    }
+    out
+}
+
 /// The driver's settings from the node's config.
-fn driver_config(config: &NodeConfig) -> Result<Option<DriverConfig>, NodeError> {
+async fn driver_config(config: &NodeConfig) -> Result<Option<DriverConfig>, NodeError> {
     let settings = &config.mesh;
     let Some(listen) = settings.listen else { return Ok(None) };
     let (cert, key, ca) = settings.files(config);
@@ -59,7 +74,7 @@ fn driver_config(config: &NodeConfig) -> Result<Option<DriverConfig>, NodeError>
     let generation = (crate::features::row::unix_ms() / 1_000) as u32;
     let mut driver = DriverConfig::new(&config.id, &config.region, generation, listen, tls);
     driver.advertise = settings.advertise;
-    driver.seeds = settings.seeds.clone();
+    driver.seeds = resolve_seeds(&settings.seeds).await;
     driver.server_name = settings.server_name.clone();
     let mut mesh = match settings.profile {
         MeshProfile::Wan => MeshConfig::wan(settings.expected_nodes),
@@ -71,8 +86,8 @@ fn driver_config(config: &NodeConfig) -> Result<Option<DriverConfig>, NodeError>
 }
 
 /// Start the mesh driver when the config asks for one (inside the runtime).
-pub fn start(config: &NodeConfig) -> Result<Option<Mesh>, NodeError> {
-    let Some(driver) = driver_config(config)? else { return Ok(None) };
+pub async fn start(config: &NodeConfig) -> Result<Option<Mesh>, NodeError> {
+    let Some(driver) = driver_config(config).await? else { return Ok(None) };
     let keys = config
         .mesh
         .control_keys

@@ -24,9 +24,9 @@ pub struct MeshSettings {
     pub listen: Option<SocketAddr>,
     /// The address peers reach the mesh endpoint at, when not the bound one (NAT, 0.0.0.0).
     pub advertise: Option<SocketAddr>,
-    /// Mesh addresses of a few nodes to join through; this node's own is skipped, so every
-    /// node may list the same seeds.
-    pub seeds: Vec<SocketAddr>,
+    /// Mesh addresses (`host:port`, UDP) of a few nodes to join through, resolved at start;
+    /// this node's own is skipped, so every node may list the same seeds.
+    pub seeds: Vec<String>,
     /// This node's mesh certificate and key (PEM), signed by the mesh CA; default `tls.cert`
     /// and `tls.key`. Peers refuse a node without one.
     pub cert: Option<PathBuf>,

@@ -25,6 +25,8 @@ mod h3;
 mod http1;
 pub mod mesh;
 mod native;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -59,13 +59,18 @@ pub fn http_client_trusting(
 
 /// Control's error body, or the raw text.
 async fn error_of(resp: reqwest::Response) -> anyhow::Error {
+    answered(resp, "control").await
+}
+
+/// An error answer of `who` (control, a node): its `{"error": …}` body or the raw text.
+pub async fn answered(resp: reqwest::Response, who: &str) -> anyhow::Error {
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     let message = serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_string))
         .unwrap_or(text);
-    anyhow::anyhow!("control answered {status}: {message}")
+    anyhow::anyhow!("{who} answered {status}: {message}")
 }
 
 impl Client {

@@ -3,6 +3,7 @@
 //!
 //! - [`client`]: the control API client the commands share.
 //! - [`models`], [`rollout`], [`experiments`], [`features`], [`predict`], [`nodes`]: operator commands; tables for people, `--json` for scripts.
+//!   `predict` fails over between nodes with `--mesh`; `nodes` shows the mesh and drains nodes.
 //! - [`keys`]: API keys: create (shown once), list, revoke.
 //! - [`batch`]: batch jobs on a node: submit a file, follow it, download the output.
 //! - [`daemons`]: `meridian control` and `meridian node` (config file, env, flags).
@@ -80,8 +81,9 @@ pub enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// List the nodes that report to control.
-    Nodes,
+    /// The mesh as a node sees it, by region; `nodes drain ID` takes a node out; `nodes
+    /// directory` lists the nodes reporting to control.
+    Nodes(nodes::NodesArgs),
     /// Latency percentiles and traffic per model, version, arm and region, refreshed live.
     Top(top::TopArgs),
 }
@@ -103,6 +105,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Batch(cmd) => batch::run(cmd, key, &out).await,
         Command::Keys(cmd) => keys::run(&control()?, cmd, &out).await,
         Command::Top(args) => top::run(&control()?, args, &out).await,
-        Command::Nodes => nodes::run(&control()?, &out).await,
+        Command::Nodes(args) => nodes::run(&control()?, args, &out).await,
     }
 }

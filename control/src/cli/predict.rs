@@ -1,12 +1,16 @@
 //! `meridian predict`: one row from flags, or a CSV / NDJSON file sent in batches or as one
-//! stream; over HTTP/1.1, HTTP/3 or the native QUIC protocol (the node client library).
+//! stream; over HTTP/1.1, HTTP/3 or the native QUIC protocol (the node client library). With
+//! `--mesh` or several `--node`s, to the nearest node of the mesh that can answer.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use meridian_node::client::{Client, ClientOptions, Prediction, Rows, Transport};
+use meridian_node::client::{
+    Answer, Client, ClientError, ClientOptions, MeshClient, MeshOptions, Prediction, Rows, Transport,
+};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
@@ -15,9 +19,14 @@ use super::output::{progress, table, Output};
 #[derive(Debug, Args)]
 pub struct PredictArgs {
     pub model: String,
-    /// Base URL of a node. QUIC transports use the same host and port over UDP.
+    /// Base URL of a node. QUIC transports use the same host and port over UDP. Several,
+    /// comma-separated, mean `--mesh` with these as seeds.
     #[arg(long, env = "MERIDIAN_NODE", default_value = "http://127.0.0.1:7071")]
     pub node: String,
+    /// Call the mesh: learn its nodes from `--node`, send to the nearest (measured RTT) and
+    /// move on to the next when one is unreachable, too slow or draining.
+    #[arg(long)]
+    pub mesh: bool,
     /// `http1`, `h3` (HTTP/3) or `native` (the QUIC protocol of docs/protocol.md).
     #[arg(long, default_value = "http1")]
     pub transport: Transport,
@@ -84,23 +93,62 @@ fn read_rows(path: &PathBuf) -> anyhow::Result<Vec<Map<String, Value>>> {
     Ok(rows)
 }
 
+/// One node, or the mesh with failover.
+enum Target {
+    Node(Client),
+    Mesh(MeshClient),
+}
+
+impl Target {
+    async fn connect(args: &PredictArgs, api_key: Option<&str>) -> anyhow::Result<Self> {
+        let token = api_key.map(str::to_string);
+        let seeds: Vec<String> =
+            args.node.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+        if !args.mesh && seeds.len() <= 1 {
+            let options = ClientOptions {
+                url: args.node.clone(),
+                transport: args.transport,
+                ca: args.ca.clone(),
+                token,
+                timeout: Duration::from_secs(60),
+                ..Default::default()
+            };
+            let client =
+                Client::connect(options).await.with_context(|| format!("connecting to {}", args.node))?;
+            return Ok(Self::Node(client));
+        }
+        if args.stream {
+            bail!("--stream sends the file to one node: give one --node, without --mesh");
+        }
+        let options = MeshOptions {
+            transport: args.transport,
+            ca: args.ca.clone(),
+            token,
+            timeout: Duration::from_secs(30),
+            ..MeshOptions::default()
+        };
+        let mesh = MeshClient::connect(seeds, options)
+            .await
+            .with_context(|| format!("asking {} for the mesh's nodes", args.node))?;
+        Ok(Self::Mesh(mesh))
+    }
+
+    async fn predict(&self, model: &str, rows: Rows) -> Result<Answer, ClientError> {
+        match self {
+            Self::Node(client) => client.predict(model, rows).await,
+            Self::Mesh(mesh) => mesh.predict(model, rows).await,
+        }
+    }
+}
+
 pub async fn run(args: PredictArgs, api_key: Option<&str>, out: &Output) -> anyhow::Result<()> {
-    let options = ClientOptions {
-        url: args.node.clone(),
-        transport: args.transport,
-        ca: args.ca.clone(),
-        token: api_key.map(str::to_string),
-        timeout: Duration::from_secs(60),
-        ..Default::default()
-    };
-    let client = Client::connect(options).await.with_context(|| format!("connecting to {}", args.node))?;
+    let target = Target::connect(&args, api_key).await?;
     if let Some(file) = &args.file {
         let rows = read_rows(file)?;
         let batch = args.batch_size.max(1);
-        return if args.stream {
-            stream_file(&client, &args.model, rows, batch).await
-        } else {
-            predict_file(&client, &args.model, rows, batch).await
+        return match &target {
+            Target::Node(client) if args.stream => stream_file(client, &args.model, rows, batch).await,
+            _ => predict_file(&target, &args.model, rows, batch).await,
         };
     }
     let row = match &args.features {
@@ -109,7 +157,7 @@ pub async fn run(args: PredictArgs, api_key: Option<&str>, out: &Output) -> anyh
         None => bail!("give the row with --features '{{...}}', -f name=value, or --file"),
     };
     let started = Instant::now();
-    let answer = client.predict(&args.model, Rows::Json(vec![row])).await?;
+    let answer = target.predict(&args.model, Rows::Json(vec![row])).await?;
     let ms = started.elapsed().as_secs_f64() * 1e3;
     let Some(p) = answer.predictions.first() else { bail!("the node answered no prediction") };
     let json = serde_json::json!({
@@ -148,22 +196,30 @@ fn print_predictions(
     }
 }
 
+/// The file in requests of `batch` rows; over the mesh, which nodes served how many rows (on
+/// stderr at the end).
 async fn predict_file(
-    client: &Client,
+    target: &Target,
     model: &str,
     rows: Vec<Map<String, Value>>,
     batch: usize,
 ) -> anyhow::Result<()> {
     let bar = progress(rows.len(), "rows", false);
+    let mut served: BTreeMap<String, usize> = BTreeMap::new();
     for (i, chunk) in rows.chunks(batch).enumerate() {
-        let answer = client
+        let answer = target
             .predict(model, Rows::Json(chunk.to_vec()))
             .await
             .with_context(|| format!("rows {}..{}", i * batch, i * batch + chunk.len()))?;
         print_predictions(&bar, i * batch, &answer.predictions, Some(answer.model_version));
+        *served.entry(answer.served_by).or_default() += chunk.len();
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
+    if let Target::Mesh(_) = target {
+        let by: Vec<String> = served.iter().map(|(node, n)| format!("{node} {n} rows")).collect();
+        eprintln!("served by {}", by.join(", "));
+    }
     Ok(())
 }
 
@@ -197,4 +253,27 @@ async fn stream_file(
     bar.finish_and_clear();
     anyhow::ensure!(done == total, "the stream ended after {done} of {total} rows");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn predict(args: &[&str]) -> super::PredictArgs {
+        let cli = Cli::try_parse_from([&["meridian", "predict", "m"], args].concat()).unwrap();
+        let Command::Predict(args) = cli.command else { panic!("not predict") };
+        args
+    }
+
+    #[test]
+    fn mesh_is_off_unless_asked() {
+        assert!(!predict(&["--node", "http://a:7071"]).mesh);
+        let args = predict(&["--mesh", "--node", "http://a:7071,http://b:7071"]);
+        assert!(args.mesh);
+        assert_eq!(args.node, "http://a:7071,http://b:7071");
+    }
 }

@@ -4,7 +4,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::{
-    ndjson, parse_seed, quic_connect, seed_body, Answer, ClientError, ClientOptions, Prediction, Rows,
+    ndjson, parse_seed, quic_connect, seed_body, Answer, ClientError, ClientOptions, Posted, Prediction,
+    Rows, SERVED_BY_HEADER,
 };
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
@@ -56,7 +57,7 @@ impl H3Client {
         r.body(()).map_err(|e| ClientError::Setup(e.to_string()))
     }
 
-    pub async fn post(&self, path: &str, body: Bytes) -> Result<(u16, Bytes), ClientError> {
+    pub async fn post(&self, path: &str, body: Bytes) -> Result<Posted, ClientError> {
         let work = async {
             let mut send = self.send.clone();
             let mut stream =
@@ -71,15 +72,16 @@ impl H3Client {
                 }
                 out.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
             }
-            Ok((resp.status().as_u16(), out.freeze()))
+            let node = resp.headers().get(SERVED_BY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+            Ok(Posted { status: resp.status().as_u16(), body: out.freeze(), node })
         };
         tokio::time::timeout(self.timeout, work).await.map_err(|_| ClientError::Timeout(self.timeout))?
     }
 
     pub async fn predict(&self, model: &str, rows: Rows) -> Result<Answer, ClientError> {
         let body = serde_json::to_vec(&seed_body(&rows)?).map_err(|e| ClientError::Setup(e.to_string()))?;
-        let (status, body) = self.post(&format!("/api/v1/models/{model}/predict"), body.into()).await?;
-        parse_seed(status, &body)
+        let posted = self.post(&format!("/api/v1/models/{model}/predict"), body.into()).await?;
+        parse_seed(posted.status, &posted.body)
     }
 
     pub async fn stream(

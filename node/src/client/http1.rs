@@ -7,7 +7,8 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{
-    ndjson, parse_seed, seed_body, tls_config, Answer, ClientError, ClientOptions, Prediction, Rows,
+    ndjson, parse_seed, seed_body, tls_config, Answer, ClientError, ClientOptions, Posted, Prediction, Rows,
+    SERVED_BY_HEADER,
 };
 
 #[derive(Debug, Clone)]
@@ -46,7 +47,7 @@ impl Http1Client {
         ClientError::Connect { url: self.base.clone(), reason: e.to_string() }
     }
 
-    pub async fn post(&self, path: &str, body: Bytes) -> Result<(u16, Bytes), ClientError> {
+    pub async fn post(&self, path: &str, body: Bytes) -> Result<Posted, ClientError> {
         let resp = self
             .request(path)
             .header("content-type", "application/json")
@@ -55,14 +56,15 @@ impl Http1Client {
             .await
             .map_err(|e| self.failed(&e))?;
         let status = resp.status().as_u16();
+        let node = resp.headers().get(SERVED_BY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = resp.bytes().await.map_err(|e| self.failed(&e))?;
-        Ok((status, body))
+        Ok(Posted { status, body, node })
     }
 
     pub async fn predict(&self, model: &str, rows: Rows) -> Result<Answer, ClientError> {
         let body = serde_json::to_vec(&seed_body(&rows)?).map_err(|e| ClientError::Setup(e.to_string()))?;
-        let (status, body) = self.post(&format!("/api/v1/models/{model}/predict"), body.into()).await?;
-        parse_seed(status, &body)
+        let posted = self.post(&format!("/api/v1/models/{model}/predict"), body.into()).await?;
+        parse_seed(posted.status, &posted.body)
     }
 
     pub async fn stream(

@@ -1,6 +1,10 @@
 //! The Rust client of a node's prediction APIs, over the native QUIC protocol, HTTP/3 or
 //! HTTP/1.1 (TLS or, for local development, plaintext): unary predictions and streams. The
-//! `meridian` CLI and the load generator use it.
+//! `meridian` CLI and the load generator use it. Does network I/O.
+//!
+//! - [`Client`]: one node, one transport.
+//! - [`MeshClient`] ([`mesh`]): the nodes of a mesh, nearest first, moving on to the next when
+//!   one cannot answer; its decisions, without I/O, are in [`failover`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), meridian_node::client::ClientError> {
@@ -16,9 +20,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod failover;
 mod h3;
 mod http1;
+pub mod mesh;
 mod native;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +38,11 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 pub use crate::native::server::ErrorFrame;
+pub use failover::Candidate;
+pub use mesh::{MeshClient, MeshOptions};
+
+/// The response header naming the node that answered a prediction.
+pub const SERVED_BY_HEADER: &str = "x-meridian-node";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
@@ -108,6 +121,9 @@ pub enum ClientError {
     Timeout(Duration),
     #[error("connection: {0}")]
     Connection(String),
+    /// No node to call: a [`MeshClient`] whose mesh has none alive and not draining.
+    #[error("no node available: {0}")]
+    Unavailable(String),
 }
 
 impl ClientError {
@@ -157,6 +173,16 @@ pub struct Answer {
     pub served_by: String,
 }
 
+/// An answer to [`Client::post_full`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Posted {
+    pub status: u16,
+    pub body: bytes::Bytes,
+    /// The node that served it: its `x-meridian-node` header, when it sent one. A
+    /// [`MeshClient`] fills in the node it called when the header is absent.
+    pub node: Option<String>,
+}
+
 /// A connected client. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
 pub enum Client {
@@ -186,6 +212,11 @@ impl Client {
     /// Send a raw request body to a path (`/v2/models/m/infer`, ...) over HTTP/3 or HTTP/1.1:
     /// the status and the body. For the load generator and tests of one route on every transport.
     pub async fn post(&self, path: &str, body: bytes::Bytes) -> Result<(u16, bytes::Bytes), ClientError> {
+        self.post_full(path, body).await.map(|p| (p.status, p.body))
+    }
+
+    /// [`Self::post`], with the node that served the answer (its `x-meridian-node` header).
+    pub async fn post_full(&self, path: &str, body: bytes::Bytes) -> Result<Posted, ClientError> {
         match self {
             Client::Native(_) => Err(ClientError::Setup("post() is for the HTTP transports".into())),
             Client::H3(c) => c.post(path, body).await,

@@ -300,3 +300,103 @@ async fn a_node_without_the_mesh_certificate_cannot_join() {
         n.stop().await;
     }
 }
+
+/// Clients call predictions in a loop while the node nearest to them crashes and another is
+/// drained: no call fails, every node marks the crashed one down, and the answers come from
+/// the nodes left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_node_is_marked_down_everywhere_and_clients_fail_over() {
+    use meridian_node::client::{MeshClient, MeshOptions, Rows, Transport};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let control = Control::start(dir.path()).await;
+    let mut nodes = start_mesh(dir.path(), &control, |_| true).await;
+    let ids: Vec<&str> = NODES.iter().map(|(id, _)| *id).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_members(&all, &ids, MemberStatus::Alive).await;
+    let mlp = demo_model("breast-cancer-mlp").unwrap();
+    control.push("cancer", mlp).await;
+    control.client.deploy("cancer", Some(1)).await.unwrap();
+    for n in &nodes {
+        n.wait_live("cancer", 1).await;
+    }
+    let ca = dir.path().join("ca").join("ca.pem");
+    let options = MeshOptions {
+        transport: Transport::Native,
+        ca: Some(ca),
+        timeout: Duration::from_secs(5),
+        refresh: Duration::from_millis(500),
+        ..MeshOptions::default()
+    };
+    let seeds = vec![nodes[1].url(), nodes[3].url()];
+    let client = MeshClient::connect(seeds, options).await.unwrap();
+    // Peers learn that the others are ready when their infos arrive (coalesced by the mesh).
+    wait_for("the client to see five ready nodes", || async {
+        client.refresh().await.unwrap();
+        client.nodes().len() == 5
+    })
+    .await;
+    let reference = reference(mlp);
+    let rows = Rows::Json(vec![reference.rows[0].clone()]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::new())));
+    let served = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        let (client, rows, stop) = (client.clone(), rows.clone(), stop.clone());
+        let (calls, failures, served) = (calls.clone(), failures.clone(), served.clone());
+        callers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match client.predict("cancer", rows.clone()).await {
+                    Ok(answer) => served.lock().unwrap().push(answer.served_by),
+                    Err(e) => failures.lock().unwrap().push(e.to_string()),
+                }
+                calls.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    wait_for("calls before the crash", || async { calls.load(Ordering::Relaxed) > 50 }).await;
+
+    // Crash the node the clients prefer: its mesh stops without a goodbye, its front doors close.
+    let nearest = client.nodes()[0].id.clone();
+    let i = nodes.iter().position(|n| n.handle.state.config.id == nearest).unwrap();
+    let killed = nodes.remove(i);
+    killed.handle.state.mesh.as_ref().unwrap().abort();
+    killed.stop().await;
+    let left: Vec<&Node> = nodes.iter().collect();
+    wait_members(&left, &[nearest.as_str()], MemberStatus::Down).await;
+    let after_kill = calls.load(Ordering::Relaxed);
+    served.lock().unwrap().clear();
+    wait_for("calls after the crash", || async { calls.load(Ordering::Relaxed) > after_kill + 50 }).await;
+    assert!(!served.lock().unwrap().contains(&nearest), "{nearest} answered after it was killed");
+
+    // Drain the next node: it answers 503 to new calls, which go elsewhere, then leaves.
+    let drained = client.nodes()[0].id.clone();
+    let d = nodes.iter().find(|n| n.handle.state.config.id == drained).unwrap();
+    let (status, body) = post_json(&format!("{}/api/v1/admin/drain", d.url()), &json!({})).await;
+    assert_eq!((status, body["draining"].as_bool()), (202, Some(true)), "{body}");
+    let others: Vec<&Node> = nodes.iter().filter(|n| n.handle.state.config.id != drained).collect();
+    wait_members(&others, &[drained.as_str()], MemberStatus::Down).await;
+    let after_drain = calls.load(Ordering::Relaxed);
+    served.lock().unwrap().clear();
+    wait_for("calls after the drain", || async { calls.load(Ordering::Relaxed) > after_drain + 50 }).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in callers {
+        c.await.unwrap();
+    }
+    assert!(!served.lock().unwrap().contains(&drained), "{drained} answered after it left");
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} of {} calls failed: {failures:?}",
+        failures.len(),
+        calls.load(Ordering::Relaxed)
+    );
+    control.stop().await;
+    for n in nodes {
+        n.stop().await;
+    }
+}

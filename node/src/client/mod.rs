@@ -25,8 +25,6 @@ mod h3;
 mod http1;
 pub mod mesh;
 mod native;
-#[cfg(test)]
-mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -45,14 +45,21 @@ fn is_model_route(route: &str) -> bool {
     )
 }
 
+/// A draining node takes no new predictions, on any transport: 503, so clients move on.
+pub fn refuse_if_draining(state: &crate::node::NodeState) -> Result<(), ApiError> {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::unavailable(format!("node {} is draining; use another node", state.config.id)));
+    }
+    Ok(())
+}
+
 /// The middleware (inside auth): a draining node refuses new predictions with 503; a request
 /// for a model not in this node's table goes to a peer when one holds it.
 pub async fn forward(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
     let Some(route) = route.filter(|r| is_model_route(r)) else { return next.run(request).await };
-    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
-        return ApiError::unavailable(format!("node {} is draining; use another node", state.config.id))
-            .into_response();
+    if let Err(e) = refuse_if_draining(&state) {
+        return e.into_response();
     }
     let params = request.extract_parts::<RawPathParams>().await.ok();
     let model = params.and_then(|p| p.iter().find(|(k, _)| *k == "model").map(|(_, v)| v.to_string()));

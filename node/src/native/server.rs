@@ -218,6 +218,7 @@ async fn open(
         None => choose(state, &open.model, open.unit.as_deref(), rand_u64()).map(|(m, _)| m),
     };
     crate::serve::auth_hook::permit(state, session, &open.model).map_err(|e| (e, None))?;
+    crate::mesh::forward::refuse_if_draining(state).map_err(|e| (e, None))?;
     model.map(Some).map_err(|e| (e, None))
 }
 

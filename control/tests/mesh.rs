@@ -7,12 +7,15 @@ mod harness;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harness::*;
 use meridian_gossip::mesh::{ControlKey, SignedCatalog};
 use meridian_gossip::{MemberStatus, MeshView, Placement};
 use meridian_models::demo::demo_model;
+use meridian_node::client::{MeshClient, MeshOptions, Rows, Transport};
 use meridian_node::mesh::settings::{MeshProfile, MeshSettings};
 use meridian_node::transport::certs::DevCa;
 use serde_json::json;
@@ -301,15 +304,64 @@ async fn a_node_without_the_mesh_certificate_cannot_join() {
     }
 }
 
+/// Four tasks calling predictions through one [`MeshClient`] until stopped.
+struct Callers {
+    stop: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    served: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Callers {
+    fn start(client: &MeshClient, rows: &Rows) -> Callers {
+        let mut c = Callers {
+            stop: Arc::default(),
+            calls: Arc::default(),
+            failures: Arc::default(),
+            served: Arc::default(),
+            tasks: Vec::new(),
+        };
+        for _ in 0..4 {
+            let (client, rows, stop) = (client.clone(), rows.clone(), c.stop.clone());
+            let (calls, failures, served) = (c.calls.clone(), c.failures.clone(), c.served.clone());
+            c.tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match client.predict("cancer", rows.clone()).await {
+                        Ok(answer) => served.lock().unwrap().push(answer.served_by),
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        c
+    }
+
+    /// Forget who served so far, wait for `n` more calls; whether `node` served any of them.
+    async fn served_next(&self, n: usize, node: &str) -> bool {
+        self.served.lock().unwrap().clear();
+        let from = self.calls.load(Ordering::Relaxed);
+        wait_for("more calls", || async { self.calls.load(Ordering::Relaxed) >= from + n }).await;
+        self.served.lock().unwrap().iter().any(|s| s == node)
+    }
+
+    /// Stop; the number of calls and every failure.
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.calls.load(Ordering::Relaxed), failures)
+    }
+}
+
 /// Clients call predictions in a loop while the node nearest to them crashes and another is
 /// drained: no call fails, every node marks the crashed one down, and the answers come from
 /// the nodes left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_node_is_marked_down_everywhere_and_clients_fail_over() {
-    use meridian_node::client::{MeshClient, MeshOptions, Rows, Transport};
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Arc;
-
     let dir = tempfile::tempdir().unwrap();
     let control = Control::start(dir.path()).await;
     let mut nodes = start_mesh(dir.path(), &control, |_| true).await;
@@ -322,56 +374,31 @@ async fn a_killed_node_is_marked_down_everywhere_and_clients_fail_over() {
     for n in &nodes {
         n.wait_live("cancer", 1).await;
     }
-    let ca = dir.path().join("ca").join("ca.pem");
     let options = MeshOptions {
         transport: Transport::Native,
-        ca: Some(ca),
+        ca: Some(dir.path().join("ca").join("ca.pem")),
         timeout: Duration::from_secs(5),
         refresh: Duration::from_millis(500),
         ..MeshOptions::default()
     };
-    let seeds = vec![nodes[1].url(), nodes[3].url()];
-    let client = MeshClient::connect(seeds, options).await.unwrap();
+    let client = MeshClient::connect(vec![nodes[1].url(), nodes[3].url()], options).await.unwrap();
     // Peers learn that the others are ready when their infos arrive (coalesced by the mesh).
     wait_for("the client to see five ready nodes", || async {
         client.refresh().await.unwrap();
         client.nodes().len() == 5
     })
     .await;
-    let reference = reference(mlp);
-    let rows = Rows::Json(vec![reference.rows[0].clone()]);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let (calls, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(Vec::new())));
-    let served = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut callers = Vec::new();
-    for _ in 0..4 {
-        let (client, rows, stop) = (client.clone(), rows.clone(), stop.clone());
-        let (calls, failures, served) = (calls.clone(), failures.clone(), served.clone());
-        callers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match client.predict("cancer", rows.clone()).await {
-                    Ok(answer) => served.lock().unwrap().push(answer.served_by),
-                    Err(e) => failures.lock().unwrap().push(e.to_string()),
-                }
-                calls.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    wait_for("calls before the crash", || async { calls.load(Ordering::Relaxed) > 50 }).await;
+    let callers = Callers::start(&client, &Rows::Json(vec![reference(mlp).rows[0].clone()]));
+    callers.served_next(50, "").await;
 
     // Crash the node the clients prefer: its mesh stops without a goodbye, its front doors close.
     let nearest = client.nodes()[0].id.clone();
-    let i = nodes.iter().position(|n| n.handle.state.config.id == nearest).unwrap();
-    let killed = nodes.remove(i);
+    let killed = nodes.remove(nodes.iter().position(|n| n.handle.state.config.id == nearest).unwrap());
     killed.handle.state.mesh.as_ref().unwrap().abort();
     killed.stop().await;
     let left: Vec<&Node> = nodes.iter().collect();
     wait_members(&left, &[nearest.as_str()], MemberStatus::Down).await;
-    let after_kill = calls.load(Ordering::Relaxed);
-    served.lock().unwrap().clear();
-    wait_for("calls after the crash", || async { calls.load(Ordering::Relaxed) > after_kill + 50 }).await;
-    assert!(!served.lock().unwrap().contains(&nearest), "{nearest} answered after it was killed");
+    assert!(!callers.served_next(50, &nearest).await, "{nearest} answered after it was killed");
 
     // Drain the next node: it answers 503 to new calls, which go elsewhere, then leaves.
     let drained = client.nodes()[0].id.clone();
@@ -380,21 +407,9 @@ async fn a_killed_node_is_marked_down_everywhere_and_clients_fail_over() {
     assert_eq!((status, body["draining"].as_bool()), (202, Some(true)), "{body}");
     let others: Vec<&Node> = nodes.iter().filter(|n| n.handle.state.config.id != drained).collect();
     wait_members(&others, &[drained.as_str()], MemberStatus::Down).await;
-    let after_drain = calls.load(Ordering::Relaxed);
-    served.lock().unwrap().clear();
-    wait_for("calls after the drain", || async { calls.load(Ordering::Relaxed) > after_drain + 50 }).await;
-    stop.store(true, Ordering::Relaxed);
-    for c in callers {
-        c.await.unwrap();
-    }
-    assert!(!served.lock().unwrap().contains(&drained), "{drained} answered after it left");
-    let failures = failures.lock().unwrap().clone();
-    assert!(
-        failures.is_empty(),
-        "{} of {} calls failed: {failures:?}",
-        failures.len(),
-        calls.load(Ordering::Relaxed)
-    );
+    assert!(!callers.served_next(50, &drained).await, "{drained} answered after it left");
+    let (calls, failures) = callers.finish().await;
+    assert!(failures.is_empty(), "{} of {calls} calls failed: {failures:?}", failures.len());
     control.stop().await;
     for n in nodes {
         n.stop().await;

@@ -175,19 +175,24 @@ pub async fn targets(state: &NodeState, model: &str) -> Vec<Target> {
     found.into_iter().map(|(_, t)| t).collect()
 }
 
-/// Peers holding the artifact of `name` v`version` (any state but down), nearest first: where
-/// a node fetches artifacts when control is far or down.
+/// Where to fetch the artifact of `name` v`version`, nearest first: peers whose info says they
+/// hold it, then other live peers (one that adopted the catalog may have it on disk before its
+/// info says so; a miss is a quick 404). Used when control is far or down.
 pub async fn artifact_sources(state: &NodeState, name: &str, version: u32) -> Vec<String> {
     let Some(mesh) = &state.mesh else { return Vec::new() };
     let mut members = mesh.handle.members().await.unwrap_or_default();
-    members.retain(|m| m.state != MemberState::Down && m.node != state.config.id);
+    members.retain(|m| m.state == MemberState::Alive && m.node != state.config.id);
     members.sort_by_key(|m| m.rtt.unwrap_or(Duration::MAX));
-    members
-        .into_iter()
-        .filter_map(|m| {
-            let info = &m.info.as_ref()?.info;
-            let holds = info.models.iter().any(|l| l.name == name && l.version == version);
-            (holds && !info.http_url.is_empty()).then(|| info.http_url.clone())
-        })
-        .collect()
+    let (mut holders, mut others) = (Vec::new(), Vec::new());
+    for m in members {
+        let Some(record) = &m.info else { continue };
+        let info = &record.info;
+        if info.http_url.is_empty() {
+            continue;
+        }
+        let holds = info.models.iter().any(|l| l.name == name && l.version == version);
+        if holds { &mut holders } else { &mut others }.push(info.http_url.clone());
+    }
+    holders.extend(others);
+    holders
 }

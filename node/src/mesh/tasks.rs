@@ -26,6 +26,10 @@ async fn sleep_or_shutdown(state: &NodeState, d: Duration) -> bool {
     }
 }
 
+/// First retry of a catalog whose models did not all load (e.g. no peer had an artifact yet),
+/// doubling to 5 s.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+
 /// Adopt each catalog the mesh verifies. A table with models that failed to load is retried
 /// with a growing delay.
 pub async fn follow(state: Arc<NodeState>) {
@@ -37,7 +41,7 @@ pub async fn follow(state: Arc<NodeState>) {
         .control_url
         .as_deref()
         .map(|url| ControlClient::with_client(url, state.peers.clone(), &state.config));
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = RETRY_FIRST;
     loop {
         let offered = rx.borrow_and_update().clone();
         if let Some(adopted) = offered {
@@ -52,7 +56,7 @@ pub async fn follow(state: Arc<NodeState>) {
         }
         let ready = state.table.load().ready();
         let stop = if ready {
-            backoff = Duration::from_millis(200);
+            backoff = RETRY_FIRST;
             tokio::select! {
                 r = rx.changed() => r.is_err(),
                 _ = state.shutdown.cancelled() => true,

@@ -54,8 +54,8 @@ async fn obtain(
     Ok(Arc::new(loaded))
 }
 
-/// The artifact of `manifest`, verified: from the nearest peers that hold it (when the node
-/// runs the mesh), then from control.
+/// The artifact of `manifest`, verified: from the nearest peers (when the node runs the mesh),
+/// then from control.
 async fn fetch(
     state: &NodeState,
     manifest: &ModelManifest,
@@ -63,7 +63,7 @@ async fn fetch(
 ) -> Result<Vec<u8>, String> {
     let mut errors = Vec::new();
     let peers = crate::mesh::artifact_sources(state, &manifest.name, manifest.version).await;
-    for url in peers.iter().take(3) {
+    for url in peers.iter().take(4) {
         let peer = ControlClient::with_client(url, state.peers.clone(), &state.config);
         match peer.artifact(&manifest.digest).await {
             Ok(bytes) => return Ok(bytes),

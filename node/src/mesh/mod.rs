@@ -150,29 +150,34 @@ pub struct Target {
     pub rtt: Option<Duration>,
 }
 
-/// Live peers that hold `model`'s live version warm and take traffic, nearest first (by
-/// QUIC's RTT estimate; peers in this node's region before others when RTTs are unknown).
+/// Where a request for `model` may go, nearest first (by QUIC's RTT estimate; peers in this
+/// node's region before others when RTTs are unknown): live peers taking traffic whose info
+/// says they hold its live version warm, then live peers whose region the model is placed in
+/// but whose info does not say so yet (infos are gossiped at most once per `info_min_interval`,
+/// so right after a deploy or a placement change they may lag).
 pub async fn targets(state: &NodeState, model: &str) -> Vec<Target> {
     let Some(mesh) = &state.mesh else { return Vec::new() };
     let members = mesh.handle.members().await.unwrap_or_default();
+    let placement = state.table.load().catalog.placement(model);
     let region = &state.config.region;
-    let mut found: Vec<(bool, Target)> = members
+    let mut found: Vec<(bool, bool, Target)> = members
         .into_iter()
         .filter(|m| m.state == MemberState::Alive && m.node != state.config.id)
         .filter_map(|m| {
             let info = &m.info.as_ref()?.info;
             let warm = info.models.iter().any(|l| l.name == model && l.live && l.warm);
-            (warm && !info.draining && !info.http_url.is_empty()).then(|| {
+            let expected = warm || placement.preloads(&m.region);
+            (expected && !info.draining && !info.http_url.is_empty()).then(|| {
                 let target = Target { id: m.node.clone(), url: info.http_url.clone(), rtt: m.rtt };
-                (m.region == *region, target)
+                (warm, m.region == *region, target)
             })
         })
         .collect();
-    found.sort_by(|(local_a, a), (local_b, b)| {
+    found.sort_by(|(warm_a, local_a, a), (warm_b, local_b, b)| {
         let rtt = |t: &Target| t.rtt.unwrap_or(Duration::MAX);
-        (rtt(a), !local_a, &a.id).cmp(&(rtt(b), !local_b, &b.id))
+        (!warm_a, rtt(a), !local_a, &a.id).cmp(&(!warm_b, rtt(b), !local_b, &b.id))
     });
-    found.into_iter().map(|(_, t)| t).collect()
+    found.into_iter().map(|(_, _, t)| t).collect()
 }
 
 /// Where to fetch the artifact of `name` v`version`, nearest first: peers whose info says they

@@ -206,6 +206,14 @@ async fn placement_forwards_to_the_nearest_holder(control: &Control, nodes: &[No
         assert_eq!(status, 200, "{body}");
         assert!(eu.contains(served.as_str()), "{} forwarded to {served}", n.handle.state.config.id);
         assert_eq!(body["served_by"], served.as_str());
+        // Over HTTP/3 on the peers' QUIC endpoints.
+        let metrics = http().get(format!("{}/metrics", n.url())).send().await.unwrap().text().await.unwrap();
+        let h3 = metrics.lines().any(|l| {
+            l.starts_with("meridian_forwarded_total")
+                && l.contains("transport=\"h3\"")
+                && l.contains("outcome=\"answered\"")
+        });
+        assert!(h3, "no HTTP/3 forward counted on {}: {metrics}", n.handle.state.config.id);
     }
 }
 

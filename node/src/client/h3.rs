@@ -78,6 +78,40 @@ impl H3Client {
         tokio::time::timeout(self.timeout, work).await.map_err(|_| ClientError::Timeout(self.timeout))?
     }
 
+    /// Relay a request as given (method, path with query, headers; the authority is this
+    /// client's) with a buffered body; the answer's head and body (at most 64 MiB). The mesh
+    /// forwards requests to peers with it.
+    pub async fn relay(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+        body: Bytes,
+    ) -> Result<(http::response::Parts, Bytes), ClientError> {
+        let mut request =
+            http::Request::builder().method(method).uri(format!("https://{}{path}", self.authority));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(()).map_err(|e| ClientError::Setup(e.to_string()))?;
+        let work = async {
+            let mut send = self.send.clone();
+            let mut stream = send.send_request(request).await.map_err(h3_error)?;
+            stream.send_data(body).await.map_err(h3_error)?;
+            stream.finish().await.map_err(h3_error)?;
+            let resp = stream.recv_response().await.map_err(h3_error)?;
+            let mut out = BytesMut::new();
+            while let Some(mut chunk) = stream.recv_data().await.map_err(h3_error)? {
+                if out.len() + chunk.remaining() > MAX_ANSWER {
+                    return Err(ClientError::Protocol("an answer over 64 MiB".into()));
+                }
+                out.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+            }
+            Ok((resp.into_parts().0, out.freeze()))
+        };
+        tokio::time::timeout(self.timeout, work).await.map_err(|_| ClientError::Timeout(self.timeout))?
+    }
+
     pub async fn predict(&self, model: &str, rows: Rows) -> Result<Answer, ClientError> {
         let body = serde_json::to_vec(&seed_body(&rows)?).map_err(|e| ClientError::Setup(e.to_string()))?;
         let posted = self.post(&format!("/api/v1/models/{model}/predict"), body.into()).await?;

@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 
 pub use crate::native::server::ErrorFrame;
 pub use failover::Candidate;
+pub use h3::H3Client;
 pub use mesh::{MeshClient, MeshOptions};
 
 /// The response header naming the node that answered a prediction.

@@ -1,11 +1,12 @@
 //! Forwarding: a prediction for a model this node does not serve goes to the nearest live peer
-//! that holds its live version warm (by QUIC's RTT estimate from the mesh), over the node's
-//! shared HTTP client (HTTPS with the mesh CA in production). The answer comes back as the
+//! that holds its live version warm (by QUIC's RTT estimate from the mesh), over HTTP/3 on a
+//! QUIC connection kept per peer (checked against `ca_file`), or over the node's shared HTTP
+//! client when the peer has no QUIC endpoint or HTTP/3 fails. The answer comes back as the
 //! peer gave it, with `x-meridian-node` naming the peer. A forwarded request carries
 //! `x-meridian-forwarded` and is never forwarded again (no loops).
 //!
 //! Buffered bodies (predict, infer) try up to [`MAX_TRIES`] peers, moving on after a connect
-//! failure, a timeout or a 503; a stream body goes to the nearest peer only.
+//! failure, a timeout or a 503; a stream body goes to the nearest peer only, over HTTP.
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
@@ -124,8 +125,14 @@ async fn send(state: &AppState, targets: Vec<Target>, request: Request, streamin
         let Some(t) = targets.first() else { return ApiError::unavailable("no peer").into_response() };
         let body = reqwest::Body::wrap_stream(body.into_data_stream());
         return match build(t).body(body).send().await {
-            Ok(resp) => relay(resp),
-            Err(e) => unreachable_peer(&[(t.id.clone(), e.to_string())]),
+            Ok(resp) => {
+                state.metrics.forwarded(&t.id, "http", "answered");
+                relay(resp)
+            }
+            Err(e) => {
+                state.metrics.forwarded(&t.id, "http", "failed");
+                unreachable_peer(&[(t.id.clone(), e.to_string())])
+            }
         };
     }
     let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
@@ -140,16 +147,87 @@ async fn send(state: &AppState, targets: Vec<Target>, request: Request, streamin
     };
     let mut failures = Vec::new();
     for t in targets.iter().take(MAX_TRIES) {
-        match build(t).body(bytes.clone()).send().await {
-            Ok(resp) if resp.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE => return relay(resp),
-            Ok(resp) => {
-                failures.push((t.id.clone(), format!("503 {}", resp.text().await.unwrap_or_default())))
+        let h3 = via_h3(state, t, &parts.method, &path, &headers, bytes.clone()).await;
+        if let Some(Err(e)) = &h3 {
+            state.metrics.forwarded(&t.id, "h3", "failed");
+            tracing::debug!(peer = %t.id, error = %e, "HTTP/3 forward failed; trying HTTP");
+        }
+        let (transport, answer) = match h3 {
+            Some(Ok(response)) => ("h3", Ok(response)),
+            // No HTTP/3 to this peer (or it failed): the same peer over HTTP.
+            Some(Err(_)) | None => {
+                ("http", build(t).body(bytes.clone()).send().await.map(relay).map_err(|e| e.to_string()))
             }
-            Err(e) => failures.push((t.id.clone(), e.to_string())),
+        };
+        match answer {
+            Ok(response) if response.status() != axum::http::StatusCode::SERVICE_UNAVAILABLE => {
+                state.metrics.forwarded(&t.id, transport, "answered");
+                return response;
+            }
+            Ok(_) => {
+                state.metrics.forwarded(&t.id, transport, "unavailable");
+                failures.push((t.id.clone(), "503".to_string()));
+            }
+            Err(e) => {
+                state.metrics.forwarded(&t.id, transport, "failed");
+                failures.push((t.id.clone(), e));
+            }
         }
         tracing::debug!(peer = %t.id, "forward failed; trying the next peer");
     }
     unreachable_peer(&failures)
+}
+
+/// Forward over HTTP/3 on a connection kept per peer; `None` when the peer has no QUIC
+/// endpoint or this node no CA to check it with.
+async fn via_h3(
+    state: &AppState,
+    target: &Target,
+    method: &axum::http::Method,
+    path: &str,
+    headers: &reqwest::header::HeaderMap,
+    body: bytes::Bytes,
+) -> Option<Result<Response, String>> {
+    let (mesh, addr, ca) = (state.mesh.as_ref()?, target.quic?, state.config.ca_file.clone()?);
+    let cached = mesh.links.lock().await.get(&addr).cloned();
+    let link = match cached {
+        Some(link) => link,
+        None => {
+            let options = crate::client::ClientOptions {
+                url: target.url.clone(),
+                transport: crate::client::Transport::H3,
+                ca: Some(ca),
+                token: None,
+                quic_addr: Some(addr),
+                timeout: std::time::Duration::from_millis(state.config.request_timeout_ms),
+            };
+            match crate::client::H3Client::connect(&options).await {
+                Ok(link) => {
+                    mesh.links.lock().await.insert(addr, link.clone());
+                    link
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %target.id, error = %e, "no HTTP/3 link to peer");
+                    return Some(Err(e.to_string()));
+                }
+            }
+        }
+    };
+    match link.relay(method.clone(), path, headers, body).await {
+        Ok((head, body)) => {
+            let mut response = Response::from_parts(head, Body::from(body));
+            // The peer's HTTP/3 version must not leak into our HTTP/1.1 or HTTP/2 answer.
+            *response.version_mut() = axum::http::Version::default();
+            for hop in ["connection", "transfer-encoding", "keep-alive", "alt-svc"] {
+                response.headers_mut().remove(hop);
+            }
+            Some(Ok(response))
+        }
+        Err(e) => {
+            mesh.links.lock().await.remove(&addr);
+            Some(Err(e.to_string()))
+        }
+    }
 }
 
 fn unreachable_peer(failures: &[(String, String)]) -> Response {

@@ -28,6 +28,9 @@ use settings::MeshProfile;
 pub struct Mesh {
     pub handle: MeshHandle,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// HTTP/3 connections to peers for forwarding, by the peer's QUIC address.
+    pub(crate) links:
+        tokio::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, crate::client::H3Client>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -100,7 +103,7 @@ pub async fn start(config: &NodeConfig) -> Result<Option<Mesh>, NodeError> {
         other => NodeError::Config(vec![other.to_string()]),
     })?;
     tracing::info!(addr = %handle.addr(), seeds = ?config.mesh.seeds, "mesh endpoint up");
-    Ok(Some(Mesh { handle, task: std::sync::Mutex::new(Some(task)) }))
+    Ok(Some(Mesh { handle, task: std::sync::Mutex::new(Some(task)), links: Default::default() }))
 }
 
 fn status(state: MemberState) -> MemberStatus {
@@ -147,6 +150,8 @@ pub async fn view(state: &NodeState) -> MeshView {
 pub struct Target {
     pub id: String,
     pub url: String,
+    /// Its HTTP/3 endpoint, when it has one (forwarding prefers it).
+    pub quic: Option<std::net::SocketAddr>,
     pub rtt: Option<Duration>,
 }
 
@@ -168,7 +173,9 @@ pub async fn targets(state: &NodeState, model: &str) -> Vec<Target> {
             let warm = info.models.iter().any(|l| l.name == model && l.live && l.warm);
             let expected = warm || placement.preloads(&m.region);
             (expected && !info.draining && !info.http_url.is_empty()).then(|| {
-                let target = Target { id: m.node.clone(), url: info.http_url.clone(), rtt: m.rtt };
+                let quic = info.quic_addr.as_deref().and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+                let quic = quic.filter(|a| !a.ip().is_unspecified());
+                let target = Target { id: m.node.clone(), url: info.http_url.clone(), quic, rtt: m.rtt };
                 (warm, m.region == *region, target)
             })
         })

@@ -45,8 +45,11 @@ pub struct MeshSettings {
     /// After `meridian nodes drain`: how long the node keeps answering (for requests already
     /// routed to it) before it leaves the mesh.
     pub drain_grace_ms: u64,
-    /// Gossip this node's info at least this often even when only its queue depth changed
-    /// (any other change goes out at once). Each refresh costs every node a few hundred bytes.
+    /// Also gossip this node's info this often when only its queue depth changed; 0 (the
+    /// default): only when something else changes (models loaded or warm, catalog epoch, ready,
+    /// draining), which goes out at once. Every info change costs every node of the mesh
+    /// `max_transmissions` × ~150 bytes: at 1,000 nodes a refresh every 30 s would be ~60 KB/s
+    /// per node (docs/simulations.md), so keep it off or long outside small meshes.
     pub info_refresh_ms: u64,
 }
 
@@ -64,7 +67,7 @@ impl Default for MeshSettings {
             profile: MeshProfile::Wan,
             expected_nodes: 100,
             drain_grace_ms: 2_000,
-            info_refresh_ms: 30_000,
+            info_refresh_ms: 0,
         }
     }
 }
@@ -97,8 +100,8 @@ impl MeshSettings {
                 p.push(format!("mesh.control_keys[{i}]: {e}"));
             }
         }
-        if self.info_refresh_ms < 100 {
-            p.push("mesh.info_refresh_ms must be at least 100".into());
+        if self.info_refresh_ms != 0 && self.info_refresh_ms < 100 {
+            p.push("mesh.info_refresh_ms must be 0 (off) or at least 100".into());
         }
         if !(2..=100_000).contains(&self.expected_nodes) {
             p.push("mesh.expected_nodes must be between 2 and 100000".into());

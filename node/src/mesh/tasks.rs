@@ -121,11 +121,14 @@ fn same_info(a: &NodeInfo, b: &NodeInfo) -> bool {
     NodeInfo { queued: 0, ..a.clone() } == NodeInfo { queued: 0, ..b.clone() }
 }
 
-/// Gossip this node's info when it changes (checked every 100 ms) and every
-/// `mesh.info_refresh_ms`.
+/// Gossip this node's info when it changes (checked every 100 ms; the queue depth alone does
+/// not count) and, when `mesh.info_refresh_ms` is set, that often.
 pub async fn publish_info(state: Arc<NodeState>) {
     let Some(mesh) = &state.mesh else { return };
-    let refresh = Duration::from_millis(state.config.mesh.info_refresh_ms);
+    let refresh = match state.config.mesh.info_refresh_ms {
+        0 => Duration::MAX,
+        ms => Duration::from_millis(ms),
+    };
     let mut last: Option<(NodeInfo, tokio::time::Instant)> = None;
     loop {
         let info = crate::sync::node_info(&state);

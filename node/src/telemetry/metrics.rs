@@ -20,6 +20,24 @@ pub const MODEL_RUNTIME: &str = "meridian_model_runtime";
 /// Exposed with `_total` (prometheus-client names counters so).
 pub const AUTH_FAILURES: &str = "meridian_auth_failures";
 pub const RATE_LIMITED: &str = "meridian_rate_limited";
+pub const FORWARDED: &str = "meridian_forwarded";
+pub const MESH_MEMBERS: &str = "meridian_mesh_members";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardLabels {
+    /// The peer that was asked.
+    pub peer: String,
+    /// `h3` or `http`.
+    pub transport: &'static str,
+    /// `answered` (any status but 503), `unavailable` (503) or `failed` (no answer).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `alive`, `suspect` or `down`.
+    pub state: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -103,6 +121,8 @@ pub struct Metrics {
     pub model_runtime: Family<RuntimeLabels, Gauge>,
     pub auth_failures: Family<ReasonLabels, Counter>,
     pub rate_limited: Family<KindLabels, Counter>,
+    pub forwarded: Family<ForwardLabels, Counter>,
+    pub mesh_members: Family<StateLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -172,7 +192,17 @@ impl Default for Metrics {
             "Requests refused by a per-key rate limit (429)",
             rate_limited.clone(),
         );
+        let forwarded = Family::<ForwardLabels, Counter>::default();
+        registry.register(
+            FORWARDED,
+            "Requests this node forwarded to a peer holding the model, by peer, transport and outcome",
+            forwarded.clone(),
+        );
+        let mesh_members = Family::<StateLabels, Gauge>::default();
+        registry.register(MESH_MEMBERS, "Mesh members this node knows, by state", mesh_members.clone());
         Self {
+            forwarded,
+            mesh_members,
             auth_failures,
             rate_limited,
             model_runtime,
@@ -191,6 +221,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Record one forward to a peer.
+    pub fn forwarded(&self, peer: &str, transport: &'static str, outcome: &'static str) {
+        self.forwarded.get_or_create(&ForwardLabels { peer: peer.to_string(), transport, outcome }).inc();
+    }
+
     /// Record one answered request.
     pub fn observe(&self, o: &Outcome<'_>) {
         self.requests

@@ -58,24 +58,9 @@ impl H3Client {
     }
 
     pub async fn post(&self, path: &str, body: Bytes) -> Result<Posted, ClientError> {
-        let work = async {
-            let mut send = self.send.clone();
-            let mut stream =
-                send.send_request(self.request(path, "application/json")?).await.map_err(h3_error)?;
-            stream.send_data(body).await.map_err(h3_error)?;
-            stream.finish().await.map_err(h3_error)?;
-            let resp = stream.recv_response().await.map_err(h3_error)?;
-            let mut out = BytesMut::new();
-            while let Some(mut chunk) = stream.recv_data().await.map_err(h3_error)? {
-                if out.len() + chunk.remaining() > MAX_ANSWER {
-                    return Err(ClientError::Protocol("an answer over 64 MiB".into()));
-                }
-                out.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-            }
-            let node = resp.headers().get(SERVED_BY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-            Ok(Posted { status: resp.status().as_u16(), body: out.freeze(), node })
-        };
-        tokio::time::timeout(self.timeout, work).await.map_err(|_| ClientError::Timeout(self.timeout))?
+        let (head, body) = self.exchange(self.request(path, "application/json")?, body).await?;
+        let node = head.headers.get(SERVED_BY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Ok(Posted { status: head.status.as_u16(), body, node })
     }
 
     /// Relay a request as given (method, path with query, headers; the authority is this
@@ -94,6 +79,16 @@ impl H3Client {
             request = request.header(name, value);
         }
         let request = request.body(()).map_err(|e| ClientError::Setup(e.to_string()))?;
+        self.exchange(request, body).await
+    }
+
+    /// One request with a buffered body and its whole answer (at most 64 MiB), within the
+    /// client's timeout.
+    async fn exchange(
+        &self,
+        request: http::Request<()>,
+        body: Bytes,
+    ) -> Result<(http::response::Parts, Bytes), ClientError> {
         let work = async {
             let mut send = self.send.clone();
             let mut stream = send.send_request(request).await.map_err(h3_error)?;

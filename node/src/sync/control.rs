@@ -52,14 +52,7 @@ impl ControlClient {
 
     /// The catalog, once its epoch is above `after` or `wait_ms` passed.
     pub async fn catalog(&self, after: u64, wait_ms: u64) -> Result<Catalog, ControlError> {
-        let resp = self
-            .http
-            .get(format!("{}/api/v1/catalog", self.base))
-            .query(&[("after_epoch", after), ("wait_ms", wait_ms)])
-            .timeout(Duration::from_millis(wait_ms + 5_000))
-            .send()
-            .await?;
-        Ok(Self::check(resp).await?.json().await?)
+        self.long_poll("/api/v1/catalog", after, wait_ms).await
     }
 
     /// The catalog signed by control (for the mesh), once its epoch is above `after` or
@@ -69,9 +62,18 @@ impl ControlClient {
         after: u64,
         wait_ms: u64,
     ) -> Result<meridian_gossip::mesh::SignedCatalog, ControlError> {
+        self.long_poll("/api/v1/catalog/signed", after, wait_ms).await
+    }
+
+    async fn long_poll<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        after: u64,
+        wait_ms: u64,
+    ) -> Result<T, ControlError> {
         let resp = self
             .http
-            .get(format!("{}/api/v1/catalog/signed", self.base))
+            .get(format!("{}{path}", self.base))
             .query(&[("after_epoch", after), ("wait_ms", wait_ms)])
             .timeout(Duration::from_millis(wait_ms + 5_000))
             .send()

@@ -183,6 +183,15 @@ async fn forgeries_are_refused(control: &Control, nodes: &[Node]) {
         assert_eq!(got, status, "{what}: {answer}");
         assert!(answer["error"].as_str().unwrap().len() > 5, "{what}: {answer}");
     }
+    // Counted, for operators: two forged (tampered, unknown key), one replayed.
+    let metrics =
+        http().get(format!("{}/metrics", nodes[2].url())).send().await.unwrap().text().await.unwrap();
+    let count = |event: &str| -> u64 {
+        let prefix = format!("meridian_mesh_events_total{{event=\"{event}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let replayed = count("catalogs_stale") + count("catalog_duplicates");
+    assert!(count("catalogs_forged") >= 2 && replayed >= 1, "{metrics}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     for n in nodes {
         assert_eq!(epoch(n), have, "{} kept its epoch", n.handle.state.config.id);

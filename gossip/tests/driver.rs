@@ -245,7 +245,8 @@ async fn a_partition_heals_and_both_sides_converge_on_the_newest_epoch() {
         node.handle.set_blocked(HashSet::new()).await.unwrap();
     }
     eventually!(15.0, "both sides converge on epoch 2", nodes.iter().all(|n| epoch(n) == 2));
-    eventually!(15.0, "membership heals", converged(&all).await);
+    // Rejoining takes an announce-down round (2 s) or a few; once, on a loaded machine, over 15 s.
+    eventually!(30.0, "membership heals", converged(&all).await);
     let blocked = nodes[0].handle.counters().await.unwrap().driver.datagrams_blocked;
     assert!(blocked > 0);
 }

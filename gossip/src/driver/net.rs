@@ -43,7 +43,7 @@ pub(crate) enum Net {
 }
 
 /// What the driver counts besides the core's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DriverCounters {
     /// Connections opened by us / accepted from peers.
     pub connects: u64,

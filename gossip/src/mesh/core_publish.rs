@@ -21,7 +21,10 @@ impl<R: Rng> MeshCore<R> {
         let bytes = serde_json::to_vec(signed).map_err(|e| Rejection::Malformed(e.to_string()))?;
         let epoch = {
             let mut replica = lock(&self.replica);
-            replica.verifier().admit_catalog(replica.epoch(), signed)?;
+            if let Err(e) = replica.verifier().admit_catalog(replica.epoch(), signed) {
+                replica.count_refused(&e, signed.catalog.epoch);
+                return Err(e);
+            }
             replica.offer_catalog(bytes, true)
         };
         self.apply_effects();

@@ -2,7 +2,7 @@
 //! these as Prometheus counters; the simulator reads them for its report. No I/O.
 
 /// Monotonic counters (never reset).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     pub datagrams_in: u64,
     pub datagrams_out: u64,

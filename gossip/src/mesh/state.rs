@@ -198,6 +198,26 @@ impl Replica {
         }
     }
 
+    /// Count (and log) a catalog refused by the adoption rules, from a peer or published here.
+    pub(crate) fn count_refused(&mut self, e: &Rejection, got: u64) {
+        let have = self.epoch();
+        match e {
+            Rejection::Stale { got, .. } if *got == have => self.counters.catalog_duplicates += 1,
+            Rejection::Stale { got, .. } => {
+                self.counters.catalogs_stale += 1;
+                tracing::debug!(have, got, "mesh: older catalog refused (no rollback)");
+            }
+            Rejection::Malformed(reason) => {
+                self.counters.catalogs_malformed += 1;
+                tracing::warn!(%reason, epoch = got, "mesh: malformed catalog refused");
+            }
+            Rejection::UnknownKey(_) | Rejection::BadSignature => {
+                self.counters.catalogs_forged += 1;
+                tracing::warn!(reason = %e, epoch = got, "mesh: catalog refused");
+            }
+        }
+    }
+
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
     }
@@ -290,23 +310,9 @@ impl Replica {
                 return None;
             }
         };
-        let have = self.epoch();
-        match self.verifier.admit_catalog(have, &signed) {
-            Ok(()) => {}
-            Err(Rejection::Stale { got, .. }) if got == have => {
-                self.counters.catalog_duplicates += 1;
-                return None;
-            }
-            Err(Rejection::Stale { got, .. }) => {
-                self.counters.catalogs_stale += 1;
-                tracing::debug!(have, got, "mesh: older catalog refused (no rollback)");
-                return None;
-            }
-            Err(e) => {
-                self.counters.catalogs_forged += 1;
-                tracing::warn!(reason = %e, epoch = signed.catalog.epoch, "mesh: catalog refused");
-                return None;
-            }
+        if let Err(e) = self.verifier.admit_catalog(self.epoch(), &signed) {
+            self.count_refused(&e, signed.catalog.epoch);
+            return None;
         }
         let epoch = signed.catalog.epoch;
         let adopted = Arc::new(AdoptedCatalog { signed, bytes });

@@ -145,6 +145,29 @@ pub async fn view(state: &NodeState) -> MeshView {
     MeshView { node: me.id, mesh: state.mesh.is_some(), catalog_epoch: me.catalog_epoch, nodes }
 }
 
+/// Bring the mesh's metrics up to date (at each scrape): members by state, and the core's and
+/// driver's counters as `meridian_mesh_events_total{event}`.
+pub async fn export_metrics(state: &NodeState) {
+    let Some(mesh) = &state.mesh else { return };
+    let members = mesh.handle.members().await.unwrap_or_default();
+    for (label, want) in
+        [("alive", MemberState::Alive), ("suspect", MemberState::Suspect), ("down", MemberState::Down)]
+    {
+        let n = members.iter().filter(|m| m.state == want).count();
+        let labels = crate::telemetry::metrics::StateLabels { state: label };
+        state.metrics.mesh_members.get_or_create(&labels).set(n as i64);
+    }
+    let Ok(counters) = mesh.handle.counters().await else { return };
+    let fields = |v: serde_json::Result<serde_json::Value>| match v {
+        Ok(serde_json::Value::Object(map)) => map.into_iter().collect::<Vec<_>>(),
+        _ => Vec::new(),
+    };
+    let all = fields(serde_json::to_value(counters.core))
+        .into_iter()
+        .chain(fields(serde_json::to_value(counters.driver)));
+    state.metrics.mesh_counters(all.filter_map(|(k, v)| Some((k, v.as_u64()?))));
+}
+
 /// A peer a request may go to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {

@@ -29,21 +29,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Some(mesh) = &state.mesh {
-        let members = mesh.handle.members().await.unwrap_or_default();
-        for (label, want) in [
-            ("alive", meridian_gossip::driver::MemberState::Alive),
-            ("suspect", meridian_gossip::driver::MemberState::Suspect),
-            ("down", meridian_gossip::driver::MemberState::Down),
-        ] {
-            let n = members.iter().filter(|m| m.state == want).count();
-            state
-                .metrics
-                .mesh_members
-                .get_or_create(&crate::telemetry::metrics::StateLabels { state: label })
-                .set(n as i64);
-        }
-    }
+    crate::mesh::export_metrics(&state).await;
     let table = state.table.load();
     state.metrics.feature_breaker_open.set(i64::from(state.features.breaker_open()));
     state.metrics.queue_depth.clear();

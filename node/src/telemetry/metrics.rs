@@ -22,6 +22,13 @@ pub const AUTH_FAILURES: &str = "meridian_auth_failures";
 pub const RATE_LIMITED: &str = "meridian_rate_limited";
 pub const FORWARDED: &str = "meridian_forwarded";
 pub const MESH_MEMBERS: &str = "meridian_mesh_members";
+pub const MESH_EVENTS: &str = "meridian_mesh_events";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// A counter of the mesh core or its QUIC driver (`catalogs_forged`, `connect_failures`, ...).
+    pub event: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ForwardLabels {
@@ -123,6 +130,9 @@ pub struct Metrics {
     pub rate_limited: Family<KindLabels, Counter>,
     pub forwarded: Family<ForwardLabels, Counter>,
     pub mesh_members: Family<StateLabels, Gauge>,
+    pub mesh_events: Family<EventLabels, Counter>,
+    /// The mesh counters' values at the last scrape (they are exported as increments).
+    mesh_seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -134,6 +144,27 @@ impl std::fmt::Debug for Metrics {
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~13 s in ×2 steps.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+}
+
+/// The mesh's metrics: forwards, members by state, the core's and driver's counters.
+fn register_mesh(
+    registry: &mut Registry,
+) -> (Family<ForwardLabels, Counter>, Family<StateLabels, Gauge>, Family<EventLabels, Counter>) {
+    let forwarded = Family::<ForwardLabels, Counter>::default();
+    registry.register(
+        FORWARDED,
+        "Requests this node forwarded to a peer holding the model, by peer, transport and outcome",
+        forwarded.clone(),
+    );
+    let mesh_members = Family::<StateLabels, Gauge>::default();
+    registry.register(MESH_MEMBERS, "Mesh members this node knows, by state", mesh_members.clone());
+    let mesh_events = Family::<EventLabels, Counter>::default();
+    registry.register(
+        MESH_EVENTS,
+        "What the mesh counted: traffic, and everything it dropped or refused (docs/mesh.md)",
+        mesh_events.clone(),
+    );
+    (forwarded, mesh_members, mesh_events)
 }
 
 impl Default for Metrics {
@@ -192,17 +223,12 @@ impl Default for Metrics {
             "Requests refused by a per-key rate limit (429)",
             rate_limited.clone(),
         );
-        let forwarded = Family::<ForwardLabels, Counter>::default();
-        registry.register(
-            FORWARDED,
-            "Requests this node forwarded to a peer holding the model, by peer, transport and outcome",
-            forwarded.clone(),
-        );
-        let mesh_members = Family::<StateLabels, Gauge>::default();
-        registry.register(MESH_MEMBERS, "Mesh members this node knows, by state", mesh_members.clone());
+        let (forwarded, mesh_members, mesh_events) = register_mesh(&mut registry);
         Self {
             forwarded,
             mesh_members,
+            mesh_events,
+            mesh_seen: Default::default(),
             auth_failures,
             rate_limited,
             model_runtime,
@@ -224,6 +250,18 @@ impl Metrics {
     /// Record one forward to a peer.
     pub fn forwarded(&self, peer: &str, transport: &'static str, outcome: &'static str) {
         self.forwarded.get_or_create(&ForwardLabels { peer: peer.to_string(), transport, outcome }).inc();
+    }
+
+    /// Bring `meridian_mesh_events` up to the mesh's counters (`name → total since start`).
+    pub fn mesh_counters(&self, totals: impl IntoIterator<Item = (String, u64)>) {
+        let Ok(mut seen) = self.mesh_seen.lock() else { return };
+        for (event, total) in totals {
+            let last = seen.entry(event.clone()).or_insert(0);
+            let delta = total.saturating_sub(*last);
+            *last = total.max(*last);
+            let counter = self.mesh_events.get_or_create(&EventLabels { event });
+            counter.inc_by(delta);
+        }
     }
 
     /// Record one answered request.

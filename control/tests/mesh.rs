@@ -224,6 +224,20 @@ async fn placement_forwards_to_the_nearest_holder(control: &Control, nodes: &[No
         });
         assert!(h3, "no HTTP/3 forward counted on {}: {metrics}", n.handle.state.config.id);
     }
+
+    // On demand: no node preloads it; the first node asked that no peer can help loads it.
+    control.client.place("cancer", &Placement::OnDemand).await.unwrap();
+    for n in nodes {
+        n.wait_table("cancer unloaded", |t| !t.models.contains_key("cancer")).await;
+    }
+    // (Peers' infos may still list it for up to a second: the request may be forwarded to one
+    // of them, which then loads it itself.)
+    let (status, served, body) = predict(&nodes[4], "cancer", &reference.features(1)).await;
+    assert_eq!(status, 200, "{body}");
+    let holds = |n: &Node| n.handle.state.table.load().models.contains_key("cancer");
+    let server = nodes.iter().find(|n| n.handle.state.config.id == served).unwrap();
+    assert!(holds(server), "{served} answered without loading it");
+    assert_eq!(nodes.iter().filter(|n| holds(n)).count(), 1, "loaded on one node only");
 }
 
 /// Each peer's info version as `node` holds it.

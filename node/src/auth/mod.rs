@@ -209,9 +209,10 @@ impl Authenticator {
         self.enabled
     }
 
-    /// Take the key table of a newly adopted catalog: new keys work, revoked ones stop.
+    /// Take the key table of a newer catalog: new keys work, revoked ones stop. Never goes
+    /// back to an older epoch's table (a revoked key must stay revoked whatever adopts late).
     pub fn adopt(&self, catalog: &Catalog) {
-        if self.keys.load().epoch() != catalog.epoch {
+        if catalog.epoch > self.keys.load().epoch() {
             self.keys.store(Arc::new(keys::KeyTable::from_catalog(catalog)));
         }
     }

@@ -5,8 +5,10 @@
 //! peer gave it, with `x-meridian-node` naming the peer. A forwarded request carries
 //! `x-meridian-forwarded` and is never forwarded again (no loops).
 //!
-//! Buffered bodies (predict, infer) try up to [`MAX_TRIES`] peers, moving on after a connect
-//! failure, a timeout or a 503; a stream body goes to the nearest peer only, over HTTP.
+//! Every request header travels but hop-by-hop ones. Buffered bodies (predict, infer) try up
+//! to [`MAX_TRIES`] peers within one request timeout, moving on after a connect failure, a
+//! timeout or a 503 (or a 404 from a peer that placement expects but that does not hold the
+//! model yet); a stream body goes to the nearest peer only, over HTTP.
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
@@ -26,15 +28,21 @@ pub const SERVED_BY: HeaderName = HeaderName::from_static("x-meridian-node");
 /// Peers tried for one buffered request.
 pub const MAX_TRIES: usize = 3;
 
-/// Request headers a forward carries (the rest are hop-by-hop or describe this connection).
-const CARRIED: [&str; 6] = [
-    "content-type",
-    "authorization",
-    "accept",
-    "x-request-id",
-    "x-meridian-unit",
-    "inference-header-content-length",
+/// Request headers a forward does not carry: hop-by-hop ones, and those the relay sets itself.
+const NOT_CARRIED: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+    "content-length",
+    "x-meridian-forwarded",
 ];
+/// After a failed HTTP/3 connect, a peer is reached over HTTP for this long.
+const H3_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn is_model_route(route: &str) -> bool {
     matches!(
@@ -65,66 +73,80 @@ pub async fn forward(State(state): State<AppState>, mut request: Request, next: 
     let params = request.extract_parts::<RawPathParams>().await.ok();
     let model = params.and_then(|p| p.iter().find(|(k, _)| *k == "model").map(|(_, v)| v.to_string()));
     let Some(model) = model else { return next.run(request).await };
-    if state.table.load().models.contains_key(&model) {
-        return next.run(request).await;
+    {
+        let table = state.table.load();
+        // Held here, or a name the catalog does not know: the handler answers (404 for the latter).
+        if table.models.contains_key(&model)
+            || (table.has_catalog && !table.catalog.models.contains_key(&model))
+        {
+            drop(table);
+            return next.run(request).await;
+        }
     }
     let forwarded = request.headers().contains_key(FORWARDED);
     let targets = if forwarded { Vec::new() } else { super::targets(&state, &model).await };
     if targets.is_empty() {
         load_on_demand(&state, &model).await;
-        return next.run(request).await; // served here, or the handler says why not (404, 503)
+        return next.run(request).await; // served here, or the handler says why not (503)
     }
     let streaming = route.ends_with("/stream");
     send(&state, targets, request, streaming).await
 }
 
-/// An on-demand model nobody can serve: load it here (bounded by the request timeout), and
-/// keep it loaded from now on.
+/// An on-demand model nobody can serve: load it here in one background task per model (later
+/// requests wait for the same load), waiting for it up to the request timeout; it stays loaded.
 async fn load_on_demand(state: &AppState, model: &str) {
     let catalog = state.table.load().catalog.clone();
     if !catalog.models.contains_key(model) || catalog.placement(model) != meridian_gossip::Placement::OnDemand
     {
         return;
     }
-    if let Ok(mut demanded) = state.demanded.lock() {
-        demanded.insert(model.to_string());
-    }
-    tracing::info!(model, "loading an on-demand model for its first request here");
-    let control =
-        state.config.control_url.as_deref().map(|url| {
-            crate::sync::control::ControlClient::with_client(url, state.peers.clone(), &state.config)
+    let first = state.demanded.lock().map(|mut d| d.insert(model.to_string())).unwrap_or(false);
+    if first {
+        tracing::info!(model, "loading an on-demand model for its first request here");
+        let state = state.clone();
+        tokio::spawn(async move {
+            let control = state.config.control_url.as_deref().map(|url| {
+                crate::sync::control::ControlClient::with_client(url, state.peers.clone(), &state.config)
+            });
+            crate::sync::adopt::adopt(&state, (*catalog).clone(), control.as_ref()).await;
         });
-    let timeout = std::time::Duration::from_millis(state.config.request_timeout_ms);
-    let adopt = crate::sync::adopt::adopt(state, (*catalog).clone(), control.as_ref());
-    if tokio::time::timeout(timeout, adopt).await.is_err() {
-        tracing::warn!(model, "on-demand load still running after the request timeout");
     }
+    let deadline =
+        tokio::time::Instant::now() + std::time::Duration::from_millis(state.config.request_timeout_ms);
+    while !state.table.load().models.contains_key(model) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The headers a forward carries: the request's, less hop-by-hop ones, plus who forwarded.
+fn carried(from: &axum::http::HeaderMap, me: &str) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in from {
+        if !NOT_CARRIED.contains(&name.as_str()) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Ok(me) = HeaderValue::from_str(me) {
+        headers.insert(FORWARDED, me);
+    }
+    headers
 }
 
 async fn send(state: &AppState, targets: Vec<Target>, request: Request, streaming: bool) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
-    let mut headers = reqwest::header::HeaderMap::new();
-    for name in CARRIED {
-        if let Some(v) = parts.headers.get(name) {
-            headers.insert(name, v.clone());
-        }
-    }
-    if let Ok(me) = HeaderValue::from_str(&state.config.id) {
-        headers.insert(FORWARDED, me);
-    }
-    let timeout = std::time::Duration::from_millis(state.config.request_timeout_ms);
-    let build = |t: &Target| {
-        state
-            .peers
-            .request(parts.method.clone(), format!("{}{path}", t.url.trim_end_matches('/')))
-            .headers(headers.clone())
-            .timeout(timeout)
+    let headers = carried(&parts.headers, &state.config.id);
+    let http = |t: &Target| {
+        let url = format!("{}{path}", t.url.trim_end_matches('/'));
+        state.peers.request(parts.method.clone(), url).headers(headers.clone())
     };
     if streaming {
+        // A stream lasts as long as its caller sends: no overall deadline (the peer bounds
+        // each chunk; the client connects within its connect timeout).
         let Some(t) = targets.first() else { return ApiError::unavailable("no peer").into_response() };
         let body = reqwest::Body::wrap_stream(body.into_data_stream());
-        return match build(t).body(body).send().await {
+        return match http(t).body(body).send().await {
             Ok(resp) => {
                 state.metrics.forwarded(&t.id, "http", "answered");
                 relay(resp)
@@ -138,31 +160,38 @@ async fn send(state: &AppState, targets: Vec<Target>, request: Request, streamin
     let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
-            return ApiError::too_large(format!(
-                "body above max_body_bytes ({})",
-                state.config.max_body_bytes
-            ))
-            .into_response()
+            let limit = state.config.max_body_bytes;
+            return ApiError::too_large(format!("body above max_body_bytes ({limit})")).into_response();
         }
     };
+    // One deadline for the whole forward, however many peers it tries.
+    let deadline =
+        tokio::time::Instant::now() + std::time::Duration::from_millis(state.config.request_timeout_ms);
     let mut failures = Vec::new();
     for t in targets.iter().take(MAX_TRIES) {
-        let h3 = via_h3(state, t, &parts.method, &path, &headers, bytes.clone()).await;
-        if let Some(Err(e)) = &h3 {
-            state.metrics.forwarded(&t.id, "h3", "failed");
-            tracing::debug!(peer = %t.id, error = %e, "HTTP/3 forward failed; trying HTTP");
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
         }
-        let (transport, answer) = match h3 {
-            Some(Ok(response)) => ("h3", Ok(response)),
-            // No HTTP/3 to this peer (or it failed): the same peer over HTTP.
-            Some(Err(_)) | None => {
-                ("http", build(t).body(bytes.clone()).send().await.map(relay).map_err(|e| e.to_string()))
+        let (transport, answer) = match h3_link(state, t).await {
+            Some(link) => {
+                ("h3", via_h3(state, t, &link, &parts.method, &path, &headers, bytes.clone(), left).await)
             }
+            // No HTTP/3 to this peer (none, or its connect failed: nothing was sent): HTTP.
+            None => (
+                "http",
+                http(t).body(bytes.clone()).timeout(left).send().await.map(relay).map_err(|e| e.to_string()),
+            ),
         };
         match answer {
-            Ok(response) if response.status() != axum::http::StatusCode::SERVICE_UNAVAILABLE => {
+            // A peer expected by placement but not yet holding the model may not know it yet.
+            Ok(r) if r.status() == axum::http::StatusCode::NOT_FOUND && !t.warm => {
+                state.metrics.forwarded(&t.id, transport, "unavailable");
+                failures.push((t.id.clone(), "404".to_string()));
+            }
+            Ok(r) if r.status() != axum::http::StatusCode::SERVICE_UNAVAILABLE => {
                 state.metrics.forwarded(&t.id, transport, "answered");
-                return response;
+                return r;
             }
             Ok(_) => {
                 state.metrics.forwarded(&t.id, transport, "unavailable");
@@ -178,55 +207,76 @@ async fn send(state: &AppState, targets: Vec<Target>, request: Request, streamin
     unreachable_peer(&failures)
 }
 
-/// Forward over HTTP/3 on a connection kept per peer; `None` when the peer has no QUIC
-/// endpoint or this node no CA to check it with.
+/// The HTTP/3 connection kept to `target`, opened on first use; `None` when the peer has no
+/// QUIC endpoint, this node no CA to check it with, or a connect failed in the last
+/// [`H3_RETRY_AFTER`].
+async fn h3_link(state: &AppState, target: &Target) -> Option<crate::client::H3Client> {
+    let (mesh, addr, ca) = (state.mesh.as_ref()?, target.quic?, state.config.ca_file.clone()?);
+    match mesh.links.lock().await.get(&addr) {
+        Some(super::Link::Up(link)) => return Some(link.clone()),
+        Some(super::Link::Failed(at)) if at.elapsed() < H3_RETRY_AFTER => return None,
+        _ => {}
+    }
+    let options = crate::client::ClientOptions {
+        url: target.url.clone(),
+        transport: crate::client::Transport::H3,
+        ca: Some(ca),
+        token: None,
+        quic_addr: Some(addr),
+        timeout: std::time::Duration::from_millis(state.config.request_timeout_ms),
+    };
+    let connect =
+        tokio::time::timeout(std::time::Duration::from_secs(2), crate::client::H3Client::connect(&options));
+    let link = match connect.await {
+        Ok(Ok(link)) => super::Link::Up(link),
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %target.id, error = %e, "no HTTP/3 link to peer; using HTTP");
+            super::Link::Failed(tokio::time::Instant::now())
+        }
+        Err(_) => super::Link::Failed(tokio::time::Instant::now()),
+    };
+    let up = match &link {
+        super::Link::Up(c) => Some(c.clone()),
+        super::Link::Failed(_) => None,
+    };
+    mesh.links.lock().await.insert(addr, link);
+    up
+}
+
+/// Relay over an HTTP/3 link. A failure drops the link (the next forward reconnects); the
+/// request is not retried on this peer over HTTP, as the peer may have run it.
+#[allow(clippy::too_many_arguments)]
 async fn via_h3(
     state: &AppState,
     target: &Target,
+    link: &crate::client::H3Client,
     method: &axum::http::Method,
     path: &str,
     headers: &reqwest::header::HeaderMap,
     body: bytes::Bytes,
-) -> Option<Result<Response, String>> {
-    let (mesh, addr, ca) = (state.mesh.as_ref()?, target.quic?, state.config.ca_file.clone()?);
-    let cached = mesh.links.lock().await.get(&addr).cloned();
-    let link = match cached {
-        Some(link) => link,
-        None => {
-            let options = crate::client::ClientOptions {
-                url: target.url.clone(),
-                transport: crate::client::Transport::H3,
-                ca: Some(ca),
-                token: None,
-                quic_addr: Some(addr),
-                timeout: std::time::Duration::from_millis(state.config.request_timeout_ms),
-            };
-            match crate::client::H3Client::connect(&options).await {
-                Ok(link) => {
-                    mesh.links.lock().await.insert(addr, link.clone());
-                    link
-                }
-                Err(e) => {
-                    tracing::debug!(peer = %target.id, error = %e, "no HTTP/3 link to peer");
-                    return Some(Err(e.to_string()));
-                }
-            }
-        }
-    };
-    match link.relay(method.clone(), path, headers, body).await {
-        Ok((head, body)) => {
+    left: std::time::Duration,
+) -> Result<Response, String> {
+    let answer = tokio::time::timeout(left, link.relay(method.clone(), path, headers, body)).await;
+    match answer {
+        Ok(Ok((head, body))) => {
             let mut response = Response::from_parts(head, Body::from(body));
             // The peer's HTTP/3 version must not leak into our HTTP/1.1 or HTTP/2 answer.
             *response.version_mut() = axum::http::Version::default();
             for hop in ["connection", "transfer-encoding", "keep-alive", "alt-svc"] {
                 response.headers_mut().remove(hop);
             }
-            Some(Ok(response))
+            Ok(response)
         }
-        Err(e) => {
-            mesh.links.lock().await.remove(&addr);
-            Some(Err(e.to_string()))
+        Ok(Err(e)) => {
+            if let Some(mesh) = &state.mesh {
+                mesh.links
+                    .lock()
+                    .await
+                    .remove(&target.quic.unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0))));
+            }
+            Err(e.to_string())
         }
+        Err(_) => Err(format!("no answer within {left:?}")),
     }
 }
 

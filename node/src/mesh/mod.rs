@@ -29,8 +29,14 @@ pub struct Mesh {
     pub handle: MeshHandle,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// HTTP/3 connections to peers for forwarding, by the peer's QUIC address.
-    pub(crate) links:
-        tokio::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, crate::client::H3Client>>,
+    pub(crate) links: tokio::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, Link>>,
+}
+
+/// A peer's HTTP/3 link for forwarding.
+pub(crate) enum Link {
+    Up(crate::client::H3Client),
+    /// Its connect failed then: forwards use HTTP for a while.
+    Failed(tokio::time::Instant),
 }
 
 impl std::fmt::Debug for Mesh {
@@ -176,6 +182,8 @@ pub struct Target {
     /// Its HTTP/3 endpoint, when it has one (forwarding prefers it).
     pub quic: Option<std::net::SocketAddr>,
     pub rtt: Option<Duration>,
+    /// Its info says it holds the model warm (else placement only expects it to).
+    pub warm: bool,
 }
 
 /// Where a request for `model` may go, nearest first (by QUIC's RTT estimate; peers in this
@@ -198,7 +206,8 @@ pub async fn targets(state: &NodeState, model: &str) -> Vec<Target> {
             (expected && !info.draining && !info.http_url.is_empty()).then(|| {
                 let quic = info.quic_addr.as_deref().and_then(|a| a.parse::<std::net::SocketAddr>().ok());
                 let quic = quic.filter(|a| !a.ip().is_unspecified());
-                let target = Target { id: m.node.clone(), url: info.http_url.clone(), quic, rtt: m.rtt };
+                let target =
+                    Target { id: m.node.clone(), url: info.http_url.clone(), quic, rtt: m.rtt, warm };
                 (warm, m.region == *region, target)
             })
         })

@@ -55,23 +55,31 @@ pub async fn follow(state: Arc<NodeState>) {
             }
         }
         let ready = state.table.load().ready();
-        let stop = if ready {
+        let wake = if ready {
             backoff = RETRY_FIRST;
             tokio::select! {
-                r = rx.changed() => r.is_err(),
-                _ = state.shutdown.cancelled() => true,
+                r = rx.changed() => r.map(|()| true),
+                _ = state.shutdown.cancelled() => Ok(false),
             }
         } else {
             let wait = backoff;
             backoff = (backoff * 2).min(Duration::from_secs(5));
             tokio::select! {
-                r = rx.changed() => r.is_err(),
-                _ = tokio::time::sleep(wait) => false,
-                _ = state.shutdown.cancelled() => true,
+                r = rx.changed() => r.map(|()| true),
+                _ = tokio::time::sleep(wait) => Ok(true),
+                _ = state.shutdown.cancelled() => Ok(false),
             }
         };
-        if stop {
-            return;
+        match wake {
+            Ok(true) => {}
+            Ok(false) => return,
+            // The driver stopped (the node was drained and left): keep the catalog, and its key
+            // revocations, current through control when there is one.
+            Err(_) => {
+                tracing::info!("left the mesh: following control directly");
+                crate::sync::follow_control(&state).await;
+                return;
+            }
         }
     }
 }
@@ -95,6 +103,7 @@ pub async fn publish_control(state: Arc<NodeState>) {
                 match mesh.handle.publish_catalog(signed).await {
                     Ok(_) => tracing::info!(epoch, "published control's catalog into the mesh"),
                     Err(meridian_gossip::driver::MeshError::Rejected(Rejection::Stale { .. })) => {}
+                    Err(meridian_gossip::driver::MeshError::Stopped) => return,
                     Err(e) => {
                         // A signature the mesh refuses: control's key is not in mesh.control_keys.
                         tracing::error!(epoch, error = %e, "control's catalog was refused by the mesh");

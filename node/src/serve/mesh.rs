@@ -52,8 +52,11 @@ pub async fn drain(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// `GET /api/v1/artifacts/{digest}`: an artifact this node holds, for peers adopting a catalog
-/// (they verify the digest). Open, as on control.
+/// Artifact downloads served at once by this process; more get 503 (peers try another).
+static DOWNLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// `GET /api/v1/artifacts/{digest}`: an artifact this node holds, streamed from disk, for
+/// peers adopting a catalog (they verify the digest). Open, as on control.
 pub async fn artifact(
     State(state): State<AppState>,
     Path(digest): Path<String>,
@@ -61,12 +64,27 @@ pub async fn artifact(
     if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request(format!("{digest:?} is not a sha256 digest")));
     }
-    let store = state.clone();
-    let found = tokio::task::spawn_blocking(move || store.store.artifact(&digest)).await.map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("artifact read failed: {e}"))
-    })?;
-    match found {
-        Some(bytes) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()),
-        None => Err(ApiError::not_found("this node does not hold that artifact")),
-    }
+    let Some(path) = state.store.artifact_path(&digest) else {
+        return Err(ApiError::not_found("this node does not hold that artifact"));
+    };
+    let permit = DOWNLOADS
+        .try_acquire()
+        .map_err(|_| ApiError::unavailable("too many artifact downloads at once; try another peer"))?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::not_found(format!("this node does not hold that artifact ({e})")))?;
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    // The permit is held until the body has been sent.
+    let stream = futures_util::StreamExt::map(tokio_util::io::ReaderStream::new(file), move |chunk| {
+        let _held = &permit;
+        chunk
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }

@@ -97,8 +97,10 @@ pub async fn adopt(state: &NodeState, catalog: Catalog, client: Option<&ControlC
     let mut missing = BTreeMap::new();
     let demanded = state.demanded.lock().map(|d| d.clone()).unwrap_or_default();
     for (name, entry) in &catalog.models {
-        // Placed elsewhere (or on demand and not asked for here): peers serve it.
-        if !catalog.placement(name).preloads(&state.config.region) && !demanded.contains(name) {
+        // In a mesh, placed elsewhere (or on demand and not asked for here): peers serve it. A
+        // node alone loads everything.
+        let placed_here = catalog.placement(name).preloads(&state.config.region) || demanded.contains(name);
+        if state.mesh.is_some() && !placed_here {
             continue;
         }
         let live = match obtain(state, &entry.live, client).await {

@@ -41,6 +41,12 @@ pub async fn adopt_persisted(state: &NodeState) {
 /// [`crate::mesh::tasks::follow`] instead).
 pub async fn follow(state: Arc<NodeState>) {
     adopt_persisted(&state).await;
+    follow_control(&state).await;
+}
+
+/// Long-poll control's catalog and adopt each newer epoch, until shutdown (nothing without
+/// `control_url`).
+pub async fn follow_control(state: &Arc<NodeState>) {
     let Some(url) = state.config.control_url.clone() else {
         return;
     };
@@ -65,19 +71,19 @@ pub async fn follow(state: Arc<NodeState>) {
                     current.catalog.is_superseded_by(&catalog) || !current.has_catalog || !current.ready();
                 drop(current);
                 if newer {
-                    adopt::adopt(&state, catalog, Some(&client)).await;
+                    adopt::adopt(state, catalog, Some(&client)).await;
                 }
                 // A model that cannot be loaded is retried with a growing delay, not in a loop.
                 if state.table.load().ready() {
                     backoff = Duration::from_millis(200);
                 } else {
-                    sleep_or_shutdown(&state, backoff).await;
+                    sleep_or_shutdown(state, backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "catalog poll failed");
-                sleep_or_shutdown(&state, backoff).await;
+                sleep_or_shutdown(state, backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }

@@ -41,6 +41,13 @@ impl LocalStore {
         write_atomic(&self.dir, &self.dir.join("catalog.json"), &bytes)
     }
 
+    /// Where the artifact with `digest` is stored, if it is (not checked against its digest:
+    /// whoever reads it verifies).
+    pub fn artifact_path(&self, digest: &str) -> Option<PathBuf> {
+        let path = self.artifacts.join(digest);
+        (is_sha256_hex(digest) && path.is_file()).then_some(path)
+    }
+
     /// The artifact's bytes if present and intact; a file whose digest no longer matches
     /// (disk corruption) is removed so it is fetched again.
     pub fn artifact(&self, digest: &str) -> Option<Vec<u8>> {

@@ -36,9 +36,13 @@ struct Args {
     transport: Transport,
     #[arg(long, value_enum, default_value = "seed")]
     api: Api,
-    /// A bundled demo model (its reference row is the request).
+    /// A bundled demo model (its reference row is the request), or with `--width` any model.
     #[arg(long, default_value = "breast-cancer-mlp")]
     model: String,
+    /// Send rows of this many features `f0`, `f1`, … with fixed pseudo-random values instead
+    /// of a demo model's reference row (e.g. 784 for `make_model`'s mlp-large).
+    #[arg(long)]
+    width: Option<usize>,
     /// Callers (closed loop) or most requests in flight (open loop) or streams (--stream).
     #[arg(short, long, default_value_t = 8)]
     concurrency: usize,
@@ -73,14 +77,26 @@ enum Request {
     Native { model: String, rows: Rows },
 }
 
-fn request(args: &Args) -> anyhow::Result<(Request, Map<String, Value>)> {
+/// The request row: `--width` synthetic features, or the demo model's reference row; as named
+/// features and as values in feature order.
+fn row(args: &Args) -> anyhow::Result<(Map<String, Value>, Vec<f32>)> {
+    if let Some(width) = args.width {
+        let values: Vec<f32> = (0..width).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+        let row = values.iter().enumerate().map(|(i, v)| (format!("f{i}"), json!(v))).collect();
+        return Ok((row, values));
+    }
     let demo = meridian_models::demo::demo_model(&args.model)
-        .ok_or_else(|| anyhow::anyhow!("{} is not a bundled demo model", args.model))?;
+        .ok_or_else(|| anyhow::anyhow!("{} is not a bundled demo model (use --width)", args.model))?;
     let reference: Value = serde_json::from_str(demo.reference)?;
     let row = reference["rows"][0].as_object().cloned().unwrap_or_default();
     let spec = meridian_models::ModelSpec::parse(demo.spec)?;
     let values: Vec<f32> =
         spec.feature_names().map(|f| row.get(f).and_then(Value::as_f64).unwrap_or(0.0) as f32).collect();
+    Ok((row, values))
+}
+
+fn request(args: &Args) -> anyhow::Result<(Request, Map<String, Value>)> {
+    let (row, values) = row(args)?;
     let request = match (args.transport, args.api) {
         (Transport::Native, Api::V2) => anyhow::bail!("V2 bodies go over HTTP; use --api seed with native"),
         (Transport::Native, Api::Seed) => {

@@ -225,6 +225,26 @@ async fn placement_forwards_to_the_nearest_holder(control: &Control, nodes: &[No
         assert!(h3, "no HTTP/3 forward counted on {}: {metrics}", n.handle.state.config.id);
     }
 
+    // A mesh client over native QUIC (which does not forward) with a single attempt reaches
+    // a holder: it tries the nodes that list the model warm first.
+    let options = MeshOptions {
+        transport: Transport::Native,
+        ca: nodes[0].handle.state.config.ca_file.clone(),
+        max_attempts: 1,
+        ..MeshOptions::default()
+    };
+    let client = MeshClient::connect(vec![nodes[4].url()], options).await.unwrap();
+    wait_for("the client to see the eu holders", || async {
+        client.refresh().await.unwrap();
+        client.nodes().iter().filter(|c| c.warm.iter().any(|m| m == "cancer")).count() == 2
+    })
+    .await;
+    for _ in 0..5 {
+        let rows = Rows::Json(vec![reference.rows[1].clone()]);
+        let answer = client.predict("cancer", rows).await.unwrap();
+        assert!(eu.contains(answer.served_by.as_str()), "{}", answer.served_by);
+    }
+
     // On demand: no node preloads it; the first node asked that no peer can help loads it.
     control.client.place("cancer", &Placement::OnDemand).await.unwrap();
     for n in nodes {

@@ -21,6 +21,8 @@ pub struct Candidate {
     pub ready: bool,
     /// The best of the client's own probes (`GET /healthz`); `None` when none answered in time.
     pub rtt: Option<Duration>,
+    /// Models whose live version it holds warm (from its info).
+    pub warm: Vec<String>,
 }
 
 /// What to do after one node's attempt.
@@ -53,6 +55,7 @@ pub fn candidates(nodes: &[MeshNode]) -> Vec<Candidate> {
                 quic_addr: info.quic_addr.clone(),
                 ready: info.ready,
                 rtt: None,
+                warm: info.models.iter().filter(|m| m.live && m.warm).map(|m| m.name.clone()).collect(),
             })
             .collect()
     };
@@ -87,6 +90,15 @@ pub fn order(mut candidates: Vec<Candidate>) -> Vec<Candidate> {
         key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
     });
     candidates
+}
+
+/// For a call on `model`: the nodes that hold it warm first (a node without it would forward
+/// the call or refuse it), each group in its order.
+pub fn holders_first(candidates: &[Candidate], model: &str) -> Vec<Candidate> {
+    let (mut holders, others): (Vec<Candidate>, Vec<Candidate>) =
+        candidates.iter().cloned().partition(|c| c.warm.iter().any(|m| m == model));
+    holders.extend(others);
+    holders
 }
 
 /// Move the node `id` behind every other after it failed, so calls go elsewhere until the next
@@ -174,7 +186,18 @@ mod tests {
             quic_addr: None,
             ready: true,
             rtt: rtt_ms.map(Duration::from_millis),
+            warm: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_call_on_a_model_tries_its_holders_first_in_order() {
+        let mut nodes = vec![measured("a", Some(1)), measured("b", Some(2)), measured("c", Some(3))];
+        nodes[1].warm = vec!["m".into()];
+        nodes[2].warm = vec!["m".into(), "n".into()];
+        assert_eq!(ids(&holders_first(&nodes, "m")), ["b", "c", "a"]);
+        assert_eq!(ids(&holders_first(&nodes, "n")), ["c", "a", "b"]);
+        assert_eq!(ids(&holders_first(&nodes, "x")), ["a", "b", "c"]);
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl MeshClient {
         };
         let verdict =
             |r: &Result<Answer, ClientError>| r.as_ref().err().map_or(Verdict::Return, failover::after_error);
-        let (answer, called) = self.call(op, verdict).await?;
+        let (answer, called) = self.call(Some(model), op, verdict).await?;
         let served = if answer.served_by.is_empty() { called } else { answer.served_by.clone() };
         self.inner.lock().last_served = Some(served);
         Ok(answer)
@@ -195,7 +195,7 @@ impl MeshClient {
             Ok(p) => failover::after_status(p.status),
             Err(e) => failover::after_error(e),
         };
-        let (mut posted, called) = self.call(op, verdict).await?;
+        let (mut posted, called) = self.call(None, op, verdict).await?;
         let served = posted.node.get_or_insert(called).clone();
         self.inner.lock().last_served = Some(served);
         Ok(posted)
@@ -218,10 +218,11 @@ impl MeshClient {
         self.inner.refresh().await
     }
 
-    /// Try `op` on the nodes in order until `verdict` says the result is the caller's; the
-    /// result and the id of the node that gave it.
+    /// Try `op` on the nodes in order (for a `model`, those holding it warm first) until
+    /// `verdict` says the result is the caller's; the result and the id of the node that gave it.
     async fn call<T, F, Fut>(
         &self,
+        model: Option<&str>,
         op: F,
         verdict: impl Fn(&Result<T, ClientError>) -> Verdict,
     ) -> Result<(T, String), ClientError>
@@ -230,7 +231,7 @@ impl MeshClient {
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let mut last = Err(ClientError::Unavailable("no node to call".into()));
-        for node in self.plan().await? {
+        for node in self.plan(model).await? {
             let result = match self.client_for(&node).await {
                 Ok(client) => op(client).await,
                 Err(e) => Err(e),
@@ -249,15 +250,22 @@ impl MeshClient {
 
     /// The nodes one call may try. With no node known (every one failed to refresh so far),
     /// refresh first; otherwise refresh in the background when the list is due.
-    async fn plan(&self) -> Result<Vec<Candidate>, ClientError> {
+    async fn plan(&self, model: Option<&str>) -> Result<Vec<Candidate>, ClientError> {
         let attempts = self.inner.options.max_attempts.max(1);
-        let nodes: Vec<Candidate> = self.inner.lock().nodes.iter().take(attempts).cloned().collect();
+        let pick = |nodes: &[Candidate]| -> Vec<Candidate> {
+            let ordered = match model {
+                Some(m) => failover::holders_first(nodes, m),
+                None => nodes.to_vec(),
+            };
+            ordered.into_iter().take(attempts).collect()
+        };
+        let nodes = pick(&self.inner.lock().nodes);
         if !nodes.is_empty() {
             self.refresh_if_due();
             return Ok(nodes);
         }
         self.refresh().await?;
-        let nodes: Vec<Candidate> = self.inner.lock().nodes.iter().take(attempts).cloned().collect();
+        let nodes = pick(&self.inner.lock().nodes);
         if nodes.is_empty() {
             return Err(ClientError::Unavailable("the mesh lists no node alive and not draining".into()));
         }

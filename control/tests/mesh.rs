@@ -225,8 +225,24 @@ async fn placement_forwards_to_the_nearest_holder(control: &Control, nodes: &[No
         assert!(h3, "no HTTP/3 forward counted on {}: {metrics}", n.handle.state.config.id);
     }
 
-    // A mesh client over native QUIC (which does not forward) with a single attempt reaches
-    // a holder: it tries the nodes that list the model warm first.
+    // Native QUIC: a node without the model relays the stream to a holder.
+    let native = meridian_node::client::Client::connect(meridian_node::client::ClientOptions {
+        url: nodes[4].url(),
+        transport: Transport::Native,
+        ca: nodes[4].handle.state.config.ca_file.clone(),
+        token: None,
+        quic_addr: nodes[4].handle.quic_addr,
+        timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let answer = native.predict("cancer", Rows::Json(vec![reference.rows[1].clone()])).await.unwrap();
+    assert!(eu.contains(answer.served_by.as_str()), "relayed to {}", answer.served_by);
+    let (_, _, direct) = predict(&nodes[0], "cancer", &reference.features(1)).await;
+    assert!(close(answer.predictions[0].prediction, direct["prediction"].as_f64().unwrap()));
+
+    // A mesh client over native QUIC with a single attempt reaches a holder directly: it
+    // tries the nodes that list the model warm first.
     let options = MeshOptions {
         transport: Transport::Native,
         ca: nodes[0].handle.state.config.ca_file.clone(),

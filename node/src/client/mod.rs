@@ -39,6 +39,7 @@ pub use crate::native::server::ErrorFrame;
 pub use failover::Candidate;
 pub use h3::H3Client;
 pub use mesh::{MeshClient, MeshOptions};
+pub use native::NativeClient;
 
 /// The response header naming the node that answered a prediction.
 pub const SERVED_BY_HEADER: &str = "x-meridian-node";

@@ -72,6 +72,12 @@ impl NativeClient {
         Ok(Self { conn, timeout: options.timeout, welcome: std::sync::Arc::new(welcome) })
     }
 
+    /// A new request stream on the authenticated connection, for a caller that writes and
+    /// reads the frames itself (a node relaying a stream to a peer).
+    pub async fn open_raw(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        self.conn.open_bi().await.map_err(|e| self.lost(e))
+    }
+
     pub async fn predict(&self, model: &str, rows: Rows) -> Result<Answer, ClientError> {
         let work = async {
             let (mut send, recv) = self.conn.open_bi().await.map_err(|e| self.lost(e))?;
@@ -143,7 +149,7 @@ impl NativeClient {
 }
 
 fn open_frame(model: &str) -> Result<Bytes, ClientError> {
-    let open = Open { model: model.to_string(), version: None, unit: None };
+    let open = Open { model: model.to_string(), version: None, unit: None, forwarded_by: None };
     Ok(encode(Kind::Open, &serde_json::to_vec(&open).map_err(|e| ClientError::Setup(e.to_string()))?))
 }
 

@@ -95,7 +95,7 @@ pub async fn forward(State(state): State<AppState>, mut request: Request, next: 
 
 /// An on-demand model nobody can serve: load it here in one background task per model (later
 /// requests wait for the same load), waiting for it up to the request timeout; it stays loaded.
-async fn load_on_demand(state: &AppState, model: &str) {
+pub(crate) async fn load_on_demand(state: &AppState, model: &str) {
     let catalog = state.table.load().catalog.clone();
     if !catalog.models.contains_key(model) || catalog.placement(model) != meridian_gossip::Placement::OnDemand
     {
@@ -225,8 +225,10 @@ async fn h3_link(state: &AppState, target: &Target) -> Option<crate::client::H3C
         quic_addr: Some(addr),
         timeout: std::time::Duration::from_millis(state.config.request_timeout_ms),
     };
-    let connect =
-        tokio::time::timeout(std::time::Duration::from_secs(2), crate::client::H3Client::connect(&options));
+    let connect = tokio::time::timeout(
+        std::time::Duration::from_millis(state.config.request_timeout_ms.min(5_000)),
+        crate::client::H3Client::connect(&options),
+    );
     let link = match connect.await {
         Ok(Ok(link)) => super::Link::Up(link),
         Ok(Err(e)) => {

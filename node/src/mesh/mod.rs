@@ -5,11 +5,13 @@
 //!
 //! - [`settings`]: `[mesh]` in the node's config.
 //! - [`forward`]: routing a request to the nearest live peer with the model warm.
+//! - [`relay`]: the same for native-protocol streams.
 //! - [`tasks`]: the background loops (catalog adoption, control → mesh, node info, events).
 //!
 //! Without `mesh.listen` none of this runs and the node follows control as before.
 
 pub mod forward;
+pub mod relay;
 pub mod settings;
 pub mod tasks;
 
@@ -30,6 +32,9 @@ pub struct Mesh {
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// HTTP/3 connections to peers for forwarding, by the peer's QUIC address.
     pub(crate) links: tokio::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, Link>>,
+    /// Native-protocol connections to peers for relaying streams, by the peer's QUIC address.
+    pub(crate) native:
+        tokio::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, crate::client::NativeClient>>,
 }
 
 /// A peer's HTTP/3 link for forwarding.
@@ -109,7 +114,12 @@ pub async fn start(config: &NodeConfig) -> Result<Option<Mesh>, NodeError> {
         other => NodeError::Config(vec![other.to_string()]),
     })?;
     tracing::info!(addr = %handle.addr(), seeds = ?config.mesh.seeds, "mesh endpoint up");
-    Ok(Some(Mesh { handle, task: std::sync::Mutex::new(Some(task)), links: Default::default() }))
+    Ok(Some(Mesh {
+        handle,
+        task: std::sync::Mutex::new(Some(task)),
+        links: Default::default(),
+        native: Default::default(),
+    }))
 }
 
 fn status(state: MemberState) -> MemberStatus {

@@ -49,4 +49,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn into_inner(self) -> R {
         self.inner
     }
+
+    /// The reader and the bytes read from it but not yet returned as frames.
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.inner, self.buf)
+    }
 }

@@ -48,6 +48,9 @@ pub struct Open {
     /// The experiment unit (e.g. a user id): a stream goes to one arm.
     #[serde(default)]
     pub unit: Option<String>,
+    /// Set by a node that relays the stream to a peer holding the model (never relayed again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_by: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -150,7 +153,13 @@ async fn request(
 ) {
     let mut reader = FrameReader::new(recv, state.config.max_body_bytes);
     let model = match open(&state, &mut reader, &session).await {
-        Ok(Some(model)) => model,
+        Ok(Some(Opened::Here(model))) => model,
+        Ok(Some(Opened::Peer(open, peer))) => {
+            if let Err(e) = crate::mesh::relay::relay(&state, open, peer, reader, send).await {
+                tracing::debug!(error = %e, "native relay ended with an error");
+            }
+            return;
+        }
         Ok(None) => return,
         Err((e, stop)) => {
             let _ = send.write_all(&error_frame(&e)).await;
@@ -197,11 +206,18 @@ async fn request(
 
 type OpenError = (ApiError, Option<u32>);
 
+/// Where a request stream is served.
+enum Opened {
+    Here(Arc<LoadedModel>),
+    /// Relayed to a peer that holds the model (this node does not).
+    Peer(Open, (String, crate::client::NativeClient)),
+}
+
 async fn open(
     state: &AppState,
     reader: &mut FrameReader<quinn::RecvStream>,
     session: &Session,
-) -> Result<Option<Arc<LoadedModel>>, OpenError> {
+) -> Result<Option<Opened>, OpenError> {
     let frame = match reader.next().await {
         Ok(Some(f)) if f.kind == Kind::Open => f,
         Ok(Some(f)) => {
@@ -213,13 +229,22 @@ async fn open(
     };
     let open: Open = serde_json::from_slice(&frame.payload)
         .map_err(|e| (ApiError::bad_request(format!("OPEN: {e}")), None))?;
-    let model = match open.version {
+    crate::serve::auth_hook::permit(state, session, &open.model).map_err(|e| (e, None))?;
+    crate::mesh::forward::refuse_if_draining(state).map_err(|e| (e, None))?;
+    let resolve = |open: &Open| match open.version {
         Some(v) => crate::serve::path::resolve(state, &open.model, Some(v)),
         None => choose(state, &open.model, open.unit.as_deref(), rand_u64()).map(|(m, _)| m),
     };
-    crate::serve::auth_hook::permit(state, session, &open.model).map_err(|e| (e, None))?;
-    crate::mesh::forward::refuse_if_draining(state).map_err(|e| (e, None))?;
-    model.map(Some).map_err(|e| (e, None))
+    if let Ok(model) = resolve(&open) {
+        return Ok(Some(Opened::Here(model)));
+    }
+    if let Some(peer) = crate::mesh::relay::peer_for(state, &open).await {
+        return Ok(Some(Opened::Peer(open, peer)));
+    }
+    if crate::mesh::relay::on_demand(state, &open.model) {
+        crate::mesh::forward::load_on_demand(state, &open.model).await;
+    }
+    resolve(&open).map(|m| Some(Opened::Here(m))).map_err(|e| (e, None))
 }
 
 fn rand_u64() -> u64 {

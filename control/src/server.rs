@@ -78,6 +78,7 @@ pub async fn spawn(
         shutdown: shutdown.clone(),
         auth,
         signing,
+        signed: Default::default(),
     });
     let rollouts = crate::rollout::driver::drive(
         state.clone(),

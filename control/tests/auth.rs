@@ -181,7 +181,7 @@ async fn expired_tokens_are_refused_and_fresh_ones_accepted_for_every_algorithm(
         .unwrap();
     assert_eq!(put.status().as_u16(), 403);
     // Health and metrics stay open; the failures are counted.
-    let metrics = http().get(format!("{node}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&node).await;
     assert!(metrics.contains("meridian_auth_failures_total{reason=\"expired\"} 3"), "{metrics}");
     nodes.into_iter().next().unwrap().stop().await;
     control.stop().await;
@@ -307,7 +307,7 @@ async fn a_burst_over_the_limit_gets_429_and_the_allowed_rate_passes() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
-    let metrics = http().get(format!("{node}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&node).await;
     assert!(metrics.contains("meridian_rate_limited_total{kind=\"batch\"} 1"), "{metrics}");
     nodes.into_iter().next().unwrap().stop().await;
     control.stop().await;

@@ -102,8 +102,7 @@ async fn assignment_is_sticky_and_identical_on_every_node_and_arms_answer_with_t
         post_json(&format!("{}/api/v1/models/cancer/predict", nodes[0].url()), &logreg.features(0)).await;
     assert_eq!(answer["assignment"], "random");
     // Per-arm metrics.
-    let metrics =
-        http().get(format!("{}/metrics", nodes[0].url())).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&nodes[0].url()).await;
     assert!(metrics.contains(r#"arm="mlp""#) && metrics.contains(r#"arm="control""#), "{metrics}");
     // Stopping the experiment sends everyone to the live version.
     control.client.stop_experiment("mlp-vs-logreg").await.unwrap();

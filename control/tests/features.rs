@@ -249,7 +249,7 @@ async fn redis_outage_opens_the_breaker_serves_degraded_from_sled_and_recovers()
             assert!(close(answer["prediction"].as_f64().unwrap(), r.prediction(i)));
         }
     }
-    let metrics = http().get(format!("{}/metrics", node.url())).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&node.url()).await;
     assert!(metrics.contains("meridian_feature_breaker_open 1"), "{metrics}");
     // Writes cannot land while Redis is away: 503, not a silent local write.
     assert_eq!(put_features(&node.url(), "patients", "ref0", json!({ "worst_area": 1.0 })).await, 503);

@@ -73,7 +73,7 @@ async fn models_served_on_the_gpu_give_the_reference_answers_and_say_so() {
             assert!(reason.contains("GPU kernels"), "{reason}");
         }
     }
-    let metrics = http().get(format!("{}/metrics", node.url())).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&node.url()).await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("meridian_model_runtime{") && l.contains("breast-cancer-mlp"))

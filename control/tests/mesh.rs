@@ -184,8 +184,7 @@ async fn forgeries_are_refused(control: &Control, nodes: &[Node]) {
         assert!(answer["error"].as_str().unwrap().len() > 5, "{what}: {answer}");
     }
     // Counted, for operators: two forged (tampered, unknown key), one replayed.
-    let metrics =
-        http().get(format!("{}/metrics", nodes[2].url())).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&nodes[2].url()).await;
     let count = |event: &str| -> u64 {
         let prefix = format!("meridian_mesh_events_total{{event=\"{event}\"}} ");
         metrics.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap())
@@ -216,7 +215,7 @@ async fn placement_forwards_to_the_nearest_holder(control: &Control, nodes: &[No
         assert!(eu.contains(served.as_str()), "{} forwarded to {served}", n.handle.state.config.id);
         assert_eq!(body["served_by"], served.as_str());
         // Over HTTP/3 on the peers' QUIC endpoints.
-        let metrics = http().get(format!("{}/metrics", n.url())).send().await.unwrap().text().await.unwrap();
+        let metrics = metrics_text(&n.url()).await;
         let h3 = metrics.lines().any(|l| {
             l.starts_with("meridian_forwarded_total")
                 && l.contains("transport=\"h3\"")

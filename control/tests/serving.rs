@@ -163,7 +163,7 @@ async fn v2_health_and_metadata_describe_the_served_models() {
     // Served requests show up in the metrics.
     let r = reference(demo_model("diabetes-ridge").unwrap());
     post_json(&format!("{base}/api/v1/models/diabetes-ridge/predict"), &r.features(0)).await;
-    let metrics = http().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = metrics_text(&base).await;
     assert!(
         metrics.contains(
             r#"meridian_requests_total{model="diabetes-ridge",version="1",arm="",api="predict",code="200"} 1"#

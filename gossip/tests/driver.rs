@@ -4,13 +4,15 @@
 #![cfg(feature = "driver")]
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use meridian_gossip::driver::{DriverConfig, MemberState, MeshDriver, MeshError, MeshHandle, MeshTls};
 use meridian_gossip::mesh::{ControlKey, Event, MeshConfig, Rejection, SignedCatalog, Verifier};
-use meridian_gossip::{Arm, Catalog, Experiment, NodeInfo};
+use meridian_gossip::{Catalog, NodeInfo};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -121,23 +123,9 @@ fn epoch(node: &Node) -> u64 {
     node.handle.catalog().map_or(0, |c| c.signed.catalog.epoch)
 }
 
-/// A catalog with `experiments` entries (~100 bytes of JSON each): over ~800 bytes it is
-/// announced and pulled over a QUIC stream rather than gossiped whole.
+/// A signed catalog with `experiments` entries (see [`common::catalog_with_experiments`]).
 fn catalog(epoch: u64, experiments: usize) -> SignedCatalog {
-    let mut c = Catalog { epoch, ..Catalog::default() };
-    for k in 0..experiments {
-        let arms = vec![Arm { name: "a".into(), version: 1, weight_bp: 10_000 }];
-        let e = Experiment {
-            name: format!("e{k}"),
-            model: format!("m{k}"),
-            arms,
-            shadow: None,
-            unit_key: "user_id".into(),
-            salt: format!("salt-{k}"),
-        };
-        c.experiments.insert(format!("m{k}"), e);
-    }
-    control().sign_catalog(c)
+    control().sign_catalog(common::catalog_with_experiments(epoch, experiments))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,8 @@
 //! forged, stale or malformed input.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
@@ -12,7 +14,7 @@ use meridian_gossip::mesh::{
     shared_interner, ControlKey, Event, LocalNode, MeshConfig, MeshCore, Output, Rejection, SharedInterner,
     SignedCatalog, Timer, Verifier,
 };
-use meridian_gossip::{Arm, Catalog, Experiment, NodeInfo};
+use meridian_gossip::{Catalog, NodeInfo};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -151,20 +153,7 @@ impl Mesh {
     }
 
     fn catalog(&self, epoch: u64, experiments: usize) -> SignedCatalog {
-        let mut c = Catalog { epoch, ..Catalog::default() };
-        for k in 0..experiments {
-            let arms = vec![Arm { name: "a".into(), version: 1, weight_bp: 10_000 }];
-            let e = Experiment {
-                name: format!("e{k}"),
-                model: format!("m{k}"),
-                arms,
-                shadow: None,
-                unit_key: "user_id".into(),
-                salt: format!("salt-{k}"),
-            };
-            c.experiments.insert(format!("m{k}"), e);
-        }
-        self.control.sign_catalog(c)
+        self.control.sign_catalog(common::catalog_with_experiments(epoch, experiments))
     }
 
     fn publish(&mut self, via: usize, signed: &SignedCatalog) -> Result<u64, Rejection> {

@@ -28,12 +28,23 @@ pub async fn catalog(State(state): State<SharedState>, Query(query): Query<Catal
 
 /// The catalog as [`catalog`] answers it, signed with control's key: what nodes that run the
 /// mesh fetch and publish to their peers.
-pub async fn signed(
-    State(state): State<SharedState>,
-    Query(query): Query<CatalogQuery>,
-) -> Json<SignedCatalog> {
+/// Signed and encoded once per epoch, however many nodes ask.
+pub async fn signed(State(state): State<SharedState>, Query(query): Query<CatalogQuery>) -> Response {
     let catalog = wait_catalog(&state, &query).await;
-    Json(state.signing.sign_catalog(catalog))
+    let epoch = catalog.epoch;
+    let cached = state.signed.lock().ok().and_then(|c| c.clone()).filter(|(e, _)| *e == epoch);
+    let body = match cached {
+        Some((_, body)) => body,
+        None => {
+            let signed: SignedCatalog = state.signing.sign_catalog(catalog);
+            let body = bytes::Bytes::from(serde_json::to_vec(&signed).unwrap_or_default());
+            if let Ok(mut slot) = state.signed.lock() {
+                *slot = Some((epoch, body.clone()));
+            }
+            body
+        }
+    };
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Control's public signing key: what nodes list in `mesh.control_keys`.

@@ -48,6 +48,8 @@ pub struct ControlState {
     pub auth: meridian_node::auth::Authenticator,
     /// Signs every catalog served to nodes that run the mesh.
     pub signing: meridian_gossip::mesh::ControlKey,
+    /// The signed catalog as last served, JSON, with its epoch.
+    pub signed: std::sync::Mutex<Option<(u64, bytes::Bytes)>>,
 }
 
 pub type SharedState = Arc<ControlState>;

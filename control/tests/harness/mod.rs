@@ -204,6 +204,11 @@ pub async fn post_batch(node: &str, query: &str, content_type: &str, body: Vec<u
     (status, resp.json().await.unwrap())
 }
 
+/// The node's `/metrics` text.
+pub async fn metrics_text(node_url: &str) -> String {
+    http().get(format!("{node_url}/metrics")).send().await.unwrap().text().await.unwrap()
+}
+
 pub async fn get_json(url: &str) -> (u16, Value) {
     let resp = http().get(url).send().await.expect("request");
     let status = resp.status().as_u16();

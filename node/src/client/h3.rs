@@ -4,8 +4,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::{
-    ndjson, parse_seed, quic_connect, seed_body, Answer, ClientError, ClientOptions, Posted, Prediction,
-    Rows, SERVED_BY_HEADER,
+    ndjson, parse_seed, quic_connect, ClientError, ClientOptions, Posted, Prediction, Rows, SERVED_BY_HEADER,
 };
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
@@ -105,12 +104,6 @@ impl H3Client {
             Ok((resp.into_parts().0, out.freeze()))
         };
         tokio::time::timeout(self.timeout, work).await.map_err(|_| ClientError::Timeout(self.timeout))?
-    }
-
-    pub async fn predict(&self, model: &str, rows: Rows) -> Result<Answer, ClientError> {
-        let body = serde_json::to_vec(&seed_body(&rows)?).map_err(|e| ClientError::Setup(e.to_string()))?;
-        let posted = self.post(&format!("/api/v1/models/{model}/predict"), body.into()).await?;
-        parse_seed(posted.status, &posted.body)
     }
 
     pub async fn stream(

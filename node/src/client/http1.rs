@@ -7,8 +7,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{
-    ndjson, parse_seed, seed_body, tls_config, Answer, ClientError, ClientOptions, Posted, Prediction, Rows,
-    SERVED_BY_HEADER,
+    ndjson, parse_seed, tls_config, ClientError, ClientOptions, Posted, Prediction, Rows, SERVED_BY_HEADER,
 };
 
 #[derive(Debug, Clone)]
@@ -59,12 +58,6 @@ impl Http1Client {
         let node = resp.headers().get(SERVED_BY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = resp.bytes().await.map_err(|e| self.failed(&e))?;
         Ok(Posted { status, body, node })
-    }
-
-    pub async fn predict(&self, model: &str, rows: Rows) -> Result<Answer, ClientError> {
-        let body = serde_json::to_vec(&seed_body(&rows)?).map_err(|e| ClientError::Setup(e.to_string()))?;
-        let posted = self.post(&format!("/api/v1/models/{model}/predict"), body.into()).await?;
-        parse_seed(posted.status, &posted.body)
     }
 
     pub async fn stream(

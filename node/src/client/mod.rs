@@ -202,11 +202,12 @@ impl Client {
 
     /// Predict `rows` with the live version of `model` (one request).
     pub async fn predict(&self, model: &str, rows: Rows) -> Result<Answer, ClientError> {
-        match self {
-            Client::Native(c) => c.predict(model, rows).await,
-            Client::H3(c) => c.predict(model, rows).await,
-            Client::Http1(c) => c.predict(model, rows).await,
+        if let Client::Native(c) = self {
+            return c.predict(model, rows).await;
         }
+        let body = serde_json::to_vec(&seed_body(&rows)?).map_err(|e| ClientError::Setup(e.to_string()))?;
+        let posted = self.post_full(&format!("/api/v1/models/{model}/predict"), body.into()).await?;
+        parse_seed(posted.status, &posted.body)
     }
 
     /// Send a raw request body to a path (`/v2/models/m/infer`, ...) over HTTP/3 or HTTP/1.1:

@@ -41,8 +41,8 @@ const NOT_CARRIED: [&str; 10] = [
     "content-length",
     "x-meridian-forwarded",
 ];
-/// After a failed HTTP/3 connect, a peer is reached over HTTP for this long.
-const H3_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+/// Answer headers of a peer that do not travel back (they describe its connection).
+const HOP_BY_HOP_ANSWER: [&str; 4] = ["connection", "transfer-encoding", "keep-alive", "alt-svc"];
 
 fn is_model_route(route: &str) -> bool {
     matches!(
@@ -73,15 +73,8 @@ pub async fn forward(State(state): State<AppState>, mut request: Request, next: 
     let params = request.extract_parts::<RawPathParams>().await.ok();
     let model = params.and_then(|p| p.iter().find(|(k, _)| *k == "model").map(|(_, v)| v.to_string()));
     let Some(model) = model else { return next.run(request).await };
-    {
-        let table = state.table.load();
-        // Held here, or a name the catalog does not know: the handler answers (404 for the latter).
-        if table.models.contains_key(&model)
-            || (table.has_catalog && !table.catalog.models.contains_key(&model))
-        {
-            drop(table);
-            return next.run(request).await;
-        }
+    if !super::wants_peer(&state, &model) {
+        return next.run(request).await;
     }
     let forwarded = request.headers().contains_key(FORWARDED);
     let targets = if forwarded { Vec::new() } else { super::targets(&state, &model).await };
@@ -133,37 +126,39 @@ fn carried(from: &axum::http::HeaderMap, me: &str) -> reqwest::header::HeaderMap
     headers
 }
 
+/// A buffered request on its way to a peer.
+struct Outgoing {
+    method: axum::http::Method,
+    path: String,
+    headers: reqwest::header::HeaderMap,
+    body: bytes::Bytes,
+}
+
 async fn send(state: &AppState, targets: Vec<Target>, request: Request, streaming: bool) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let headers = carried(&parts.headers, &state.config.id);
-    let http = |t: &Target| {
-        let url = format!("{}{path}", t.url.trim_end_matches('/'));
-        state.peers.request(parts.method.clone(), url).headers(headers.clone())
-    };
     if streaming {
         // A stream lasts as long as its caller sends: no overall deadline (the peer bounds
         // each chunk; the client connects within its connect timeout).
         let Some(t) = targets.first() else { return ApiError::unavailable("no peer").into_response() };
+        let url = format!("{}{path}", t.url.trim_end_matches('/'));
         let body = reqwest::Body::wrap_stream(body.into_data_stream());
-        return match http(t).body(body).send().await {
-            Ok(resp) => {
-                state.metrics.forwarded(&t.id, "http", "answered");
-                relay(resp)
-            }
-            Err(e) => {
-                state.metrics.forwarded(&t.id, "http", "failed");
-                unreachable_peer(&[(t.id.clone(), e.to_string())])
-            }
+        let sent = state.peers.request(parts.method, url).headers(headers).body(body).send().await;
+        state.metrics.forwarded(&t.id, "http", if sent.is_ok() { "answered" } else { "failed" });
+        return match sent {
+            Ok(resp) => relay(resp),
+            Err(e) => unreachable_peer(&[(t.id.clone(), e.to_string())]),
         };
     }
-    let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
+    let body = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
             let limit = state.config.max_body_bytes;
             return ApiError::too_large(format!("body above max_body_bytes ({limit})")).into_response();
         }
     };
+    let out = Outgoing { method: parts.method, path, headers, body };
     // One deadline for the whole forward, however many peers it tries.
     let deadline =
         tokio::time::Instant::now() + std::time::Duration::from_millis(state.config.request_timeout_ms);
@@ -174,49 +169,35 @@ async fn send(state: &AppState, targets: Vec<Target>, request: Request, streamin
             break;
         }
         let (transport, answer) = match h3_link(state, t).await {
-            Some(link) => {
-                ("h3", via_h3(state, t, &link, &parts.method, &path, &headers, bytes.clone(), left).await)
-            }
+            Some((mesh, addr, link)) => ("h3", via_h3(mesh, addr, &link, &out, left).await),
             // No HTTP/3 to this peer (none, or its connect failed: nothing was sent): HTTP.
-            None => (
-                "http",
-                http(t).body(bytes.clone()).timeout(left).send().await.map(relay).map_err(|e| e.to_string()),
-            ),
+            None => ("http", via_http(state, t, &out, left).await),
         };
-        match answer {
+        let outcome = match &answer {
             // A peer expected by placement but not yet holding the model may not know it yet.
-            Ok(r) if r.status() == axum::http::StatusCode::NOT_FOUND && !t.warm => {
-                state.metrics.forwarded(&t.id, transport, "unavailable");
-                failures.push((t.id.clone(), "404".to_string()));
-            }
-            Ok(r) if r.status() != axum::http::StatusCode::SERVICE_UNAVAILABLE => {
-                state.metrics.forwarded(&t.id, transport, "answered");
-                return r;
-            }
-            Ok(_) => {
-                state.metrics.forwarded(&t.id, transport, "unavailable");
-                failures.push((t.id.clone(), "503".to_string()));
-            }
-            Err(e) => {
-                state.metrics.forwarded(&t.id, transport, "failed");
-                failures.push((t.id.clone(), e));
-            }
+            Ok(r) if r.status() == axum::http::StatusCode::NOT_FOUND && !t.warm => "unavailable",
+            Ok(r) if r.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            Ok(_) => "answered",
+            Err(_) => "failed",
+        };
+        state.metrics.forwarded(&t.id, transport, outcome);
+        match answer {
+            Ok(r) if outcome == "answered" => return r,
+            Ok(r) => failures.push((t.id.clone(), r.status().to_string())),
+            Err(e) => failures.push((t.id.clone(), e)),
         }
         tracing::debug!(peer = %t.id, "forward failed; trying the next peer");
     }
     unreachable_peer(&failures)
 }
 
-/// The HTTP/3 connection kept to `target`, opened on first use; `None` when the peer has no
-/// QUIC endpoint, this node no CA to check it with, or a connect failed in the last
-/// [`H3_RETRY_AFTER`].
-async fn h3_link(state: &AppState, target: &Target) -> Option<crate::client::H3Client> {
+/// The HTTP/3 connection kept to `target` (see [`super::Links`]); `None` when the peer has no
+/// QUIC endpoint, this node no CA to check it with, or no connection could be made.
+async fn h3_link<'a>(
+    state: &'a AppState,
+    target: &Target,
+) -> Option<(&'a super::Mesh, std::net::SocketAddr, crate::client::H3Client)> {
     let (mesh, addr, ca) = (state.mesh.as_ref()?, target.quic?, state.config.ca_file.clone()?);
-    match mesh.links.lock().await.get(&addr) {
-        Some(super::Link::Up(link)) => return Some(link.clone()),
-        Some(super::Link::Failed(at)) if at.elapsed() < H3_RETRY_AFTER => return None,
-        _ => {}
-    }
     let options = crate::client::ClientOptions {
         url: target.url.clone(),
         transport: crate::client::Transport::H3,
@@ -225,61 +206,53 @@ async fn h3_link(state: &AppState, target: &Target) -> Option<crate::client::H3C
         quic_addr: Some(addr),
         timeout: std::time::Duration::from_millis(state.config.request_timeout_ms),
     };
-    let connect = tokio::time::timeout(
-        std::time::Duration::from_millis(state.config.request_timeout_ms.min(5_000)),
-        crate::client::H3Client::connect(&options),
-    );
-    let link = match connect.await {
-        Ok(Ok(link)) => super::Link::Up(link),
-        Ok(Err(e)) => {
+    let connect = crate::client::H3Client::connect(&options);
+    match mesh.h3.get(addr, super::connect_timeout(state), connect).await {
+        Ok(link) => Some((mesh, addr, link)),
+        Err(e) => {
             tracing::debug!(peer = %target.id, error = %e, "no HTTP/3 link to peer; using HTTP");
-            super::Link::Failed(tokio::time::Instant::now())
+            None
         }
-        Err(_) => super::Link::Failed(tokio::time::Instant::now()),
-    };
-    let up = match &link {
-        super::Link::Up(c) => Some(c.clone()),
-        super::Link::Failed(_) => None,
-    };
-    mesh.links.lock().await.insert(addr, link);
-    up
+    }
 }
 
 /// Relay over an HTTP/3 link. A failure drops the link (the next forward reconnects); the
 /// request is not retried on this peer over HTTP, as the peer may have run it.
-#[allow(clippy::too_many_arguments)]
 async fn via_h3(
-    state: &AppState,
-    target: &Target,
+    mesh: &super::Mesh,
+    addr: std::net::SocketAddr,
     link: &crate::client::H3Client,
-    method: &axum::http::Method,
-    path: &str,
-    headers: &reqwest::header::HeaderMap,
-    body: bytes::Bytes,
+    out: &Outgoing,
     left: std::time::Duration,
 ) -> Result<Response, String> {
-    let answer = tokio::time::timeout(left, link.relay(method.clone(), path, headers, body)).await;
-    match answer {
+    let relayed = link.relay(out.method.clone(), &out.path, &out.headers, out.body.clone());
+    match tokio::time::timeout(left, relayed).await {
         Ok(Ok((head, body))) => {
             let mut response = Response::from_parts(head, Body::from(body));
             // The peer's HTTP/3 version must not leak into our HTTP/1.1 or HTTP/2 answer.
             *response.version_mut() = axum::http::Version::default();
-            for hop in ["connection", "transfer-encoding", "keep-alive", "alt-svc"] {
+            for hop in HOP_BY_HOP_ANSWER {
                 response.headers_mut().remove(hop);
             }
             Ok(response)
         }
         Ok(Err(e)) => {
-            if let Some(mesh) = &state.mesh {
-                mesh.links
-                    .lock()
-                    .await
-                    .remove(&target.quic.unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0))));
-            }
+            mesh.h3.forget(addr).await;
             Err(e.to_string())
         }
         Err(_) => Err(format!("no answer within {left:?}")),
     }
+}
+
+async fn via_http(
+    state: &AppState,
+    target: &Target,
+    out: &Outgoing,
+    left: std::time::Duration,
+) -> Result<Response, String> {
+    let url = format!("{}{}", target.url.trim_end_matches('/'), out.path);
+    let request = state.peers.request(out.method.clone(), url).headers(out.headers.clone());
+    request.body(out.body.clone()).timeout(left).send().await.map(relay).map_err(|e| e.to_string())
 }
 
 fn unreachable_peer(failures: &[(String, String)]) -> Response {
@@ -292,7 +265,7 @@ fn unreachable_peer(failures: &[(String, String)]) -> Response {
 fn relay(resp: reqwest::Response) -> Response {
     let mut out = Response::builder().status(resp.status().as_u16());
     for (name, value) in resp.headers() {
-        if !matches!(name.as_str(), "connection" | "transfer-encoding" | "keep-alive" | "alt-svc") {
+        if !HOP_BY_HOP_ANSWER.contains(&name.as_str()) {
             out = out.header(name.as_str(), value.as_bytes());
         }
     }

@@ -17,7 +17,11 @@ pub mod tasks;
 
 use std::time::Duration;
 
-use meridian_gossip::driver::{DriverConfig, MemberState, MeshDriver, MeshHandle, MeshTls};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use meridian_gossip::driver::{DriverConfig, MemberState, MemberView, MeshDriver, MeshHandle, MeshTls};
 use meridian_gossip::mesh::{ControlPublicKey, MeshConfig, Verifier};
 use meridian_gossip::{MemberStatus, MeshNode, MeshView};
 use tokio::task::JoinHandle;
@@ -26,22 +30,76 @@ use crate::config::NodeConfig;
 use crate::node::{NodeError, NodeState};
 use settings::MeshProfile;
 
-/// A node's running mesh: the driver's handle and task.
+/// A node's running mesh: the driver's handle and task, and what routing keeps of it.
 pub struct Mesh {
     pub handle: MeshHandle,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
-    /// HTTP/3 connections to peers for forwarding, by the peer's QUIC address.
-    pub(crate) links: tokio::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, Link>>,
-    /// Native-protocol connections to peers for relaying streams, by the peer's QUIC address.
-    pub(crate) native:
-        tokio::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, crate::client::NativeClient>>,
+    /// The members as last asked of the driver, and when (see [`Mesh::members`]).
+    members: std::sync::Mutex<Option<(tokio::time::Instant, Arc<Vec<MemberView>>)>>,
+    /// HTTP/3 connections to peers for forwarding.
+    pub(crate) h3: Links<crate::client::H3Client>,
+    /// Native-protocol connections to peers for relaying streams.
+    pub(crate) native: Links<crate::client::NativeClient>,
 }
 
-/// A peer's HTTP/3 link for forwarding.
-pub(crate) enum Link {
-    Up(crate::client::H3Client),
-    /// Its connect failed then: forwards use HTTP for a while.
+/// How long one members snapshot serves routing (forwards, artifact sources).
+const MEMBERS_TTL: Duration = Duration::from_millis(200);
+/// After a failed connect to a peer, it is not tried again on that link for this long.
+const LINK_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Connections kept to peers, by the peer's QUIC address, with failed connects remembered.
+pub(crate) struct Links<C> {
+    map: tokio::sync::Mutex<HashMap<SocketAddr, Link<C>>>,
+}
+
+enum Link<C> {
+    Up(C),
     Failed(tokio::time::Instant),
+}
+
+impl<C> Default for Links<C> {
+    fn default() -> Self {
+        Self { map: tokio::sync::Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<C: Clone> Links<C> {
+    /// The link to `addr`: the one kept, or a new one from `connect` (bounded by `timeout`);
+    /// an error while a connect to it failed in the last [`LINK_RETRY_AFTER`].
+    pub(crate) async fn get<Fut, E>(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        connect: Fut,
+    ) -> Result<C, String>
+    where
+        Fut: std::future::Future<Output = Result<C, E>>,
+        E: std::fmt::Display,
+    {
+        match self.map.lock().await.get(&addr) {
+            Some(Link::Up(c)) => return Ok(c.clone()),
+            Some(Link::Failed(at)) if at.elapsed() < LINK_RETRY_AFTER => {
+                return Err(format!("a connect to {addr} failed {:?} ago", at.elapsed()))
+            }
+            _ => {}
+        }
+        let connected = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no connection to {addr} within {timeout:?}")),
+        };
+        let link = match &connected {
+            Ok(c) => Link::Up(c.clone()),
+            Err(_) => Link::Failed(tokio::time::Instant::now()),
+        };
+        self.map.lock().await.insert(addr, link);
+        connected
+    }
+
+    /// Drop the link to `addr` (it broke); the next use connects again.
+    pub(crate) async fn forget(&self, addr: SocketAddr) {
+        self.map.lock().await.remove(&addr);
+    }
 }
 
 impl std::fmt::Debug for Mesh {
@@ -51,6 +109,21 @@ impl std::fmt::Debug for Mesh {
 }
 
 impl Mesh {
+    /// The members this node knows, at most [`MEMBERS_TTL`] old: routing decides per request,
+    /// and asking the driver task each time would queue every request behind its gossip work.
+    pub async fn members(&self) -> Arc<Vec<MemberView>> {
+        if let Some((at, members)) = self.members.lock().ok().and_then(|m| m.clone()) {
+            if at.elapsed() < MEMBERS_TTL {
+                return members;
+            }
+        }
+        let members = Arc::new(self.handle.members().await.unwrap_or_default());
+        if let Ok(mut cached) = self.members.lock() {
+            *cached = Some((tokio::time::Instant::now(), members.clone()));
+        }
+        members
+    }
+
     /// Stop the driver without a goodbye, as a crash would (tests of failure detection).
     pub fn abort(&self) {
         if let Some(task) = self.task.lock().ok().and_then(|mut t| t.take()) {
@@ -117,8 +190,9 @@ pub async fn start(config: &NodeConfig) -> Result<Option<Mesh>, NodeError> {
     Ok(Some(Mesh {
         handle,
         task: std::sync::Mutex::new(Some(task)),
-        links: Default::default(),
-        native: Default::default(),
+        members: Default::default(),
+        h3: Links::default(),
+        native: Links::default(),
     }))
 }
 
@@ -184,6 +258,19 @@ pub async fn export_metrics(state: &NodeState) {
     state.metrics.mesh_counters(all.filter_map(|(k, v)| Some((k, v.as_u64()?))));
 }
 
+/// Whether a request for `model` should look for a peer: this node does not hold it, and its
+/// catalog lists it (or it has no catalog yet). A name the catalog does not know gets the
+/// handler's 404 here.
+pub fn wants_peer(state: &NodeState, model: &str) -> bool {
+    let table = state.table.load();
+    !table.models.contains_key(model) && (!table.has_catalog || table.catalog.models.contains_key(model))
+}
+
+/// How long a forward or relay waits for a new connection to a peer.
+pub(crate) fn connect_timeout(state: &NodeState) -> Duration {
+    Duration::from_millis(state.config.request_timeout_ms.min(5_000))
+}
+
 /// A peer a request may go to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
@@ -203,11 +290,11 @@ pub struct Target {
 /// so right after a deploy or a placement change they may lag).
 pub async fn targets(state: &NodeState, model: &str) -> Vec<Target> {
     let Some(mesh) = &state.mesh else { return Vec::new() };
-    let members = mesh.handle.members().await.unwrap_or_default();
+    let members = mesh.members().await;
     let placement = state.table.load().catalog.placement(model);
     let region = &state.config.region;
     let mut found: Vec<(bool, bool, Target)> = members
-        .into_iter()
+        .iter()
         .filter(|m| m.state == MemberState::Alive && m.node != state.config.id)
         .filter_map(|m| {
             let info = &m.info.as_ref()?.info;
@@ -234,8 +321,9 @@ pub async fn targets(state: &NodeState, model: &str) -> Vec<Target> {
 /// info says so; a miss is a quick 404). Used when control is far or down.
 pub async fn artifact_sources(state: &NodeState, name: &str, version: u32) -> Vec<String> {
     let Some(mesh) = &state.mesh else { return Vec::new() };
-    let mut members = mesh.handle.members().await.unwrap_or_default();
-    members.retain(|m| m.state == MemberState::Alive && m.node != state.config.id);
+    let members = mesh.members().await;
+    let mut members: Vec<&MemberView> =
+        members.iter().filter(|m| m.state == MemberState::Alive && m.node != state.config.id).collect();
     members.sort_by_key(|m| m.rtt.unwrap_or(Duration::MAX));
     let (mut holders, mut others) = (Vec::new(), Vec::new());
     for m in members {

@@ -5,7 +5,7 @@
 //! the peer's flow control. One authenticated connection is kept per peer; it presents
 //! `auth.peer_key` when auth is on (without one, streams are not relayed).
 
-use meridian_gossip::Placement;
+use std::net::SocketAddr;
 
 use super::Target;
 use crate::client::{ClientOptions, NativeClient, Transport};
@@ -13,78 +13,65 @@ use crate::native::io::FrameReader;
 use crate::native::server::Open;
 use crate::node::NodeState;
 
+/// A peer a stream is relayed to, connected.
+pub struct Peer {
+    id: String,
+    addr: SocketAddr,
+    client: NativeClient,
+}
+
 /// The peer to relay `open` to, connected; `None` when this node should answer itself (it
 /// holds the model, the stream was relayed already, no peer holds the model over QUIC, or no
 /// peer could be reached).
-pub async fn peer_for(state: &NodeState, open: &Open) -> Option<(String, NativeClient)> {
-    if open.forwarded_by.is_some() || state.mesh.is_none() {
+pub async fn peer_for(state: &NodeState, open: &Open) -> Option<Peer> {
+    let mesh = state.mesh.as_ref()?;
+    if open.forwarded_by.is_some() || !super::wants_peer(state, &open.model) {
         return None;
     }
     if state.config.auth.enabled && state.config.auth.peer_key.is_none() {
         return None;
     }
-    {
-        let table = state.table.load();
-        if table.models.contains_key(&open.model)
-            || (table.has_catalog && !table.catalog.models.contains_key(&open.model))
-        {
-            return None;
-        }
-    }
-    for target in super::targets(state, &open.model).await.iter().filter(|t| t.quic.is_some()).take(3) {
-        match link(state, target).await {
-            Ok(client) => return Some((target.id.clone(), client)),
+    for target in super::targets(state, &open.model).await.iter().take(3) {
+        let Some(addr) = target.quic else { continue };
+        match mesh.native.get(addr, super::connect_timeout(state), connect(state, target, addr)).await {
+            Ok(client) => return Some(Peer { id: target.id.clone(), addr, client }),
             Err(e) => tracing::debug!(peer = %target.id, error = %e, "native relay: peer unreachable"),
         }
     }
     None
 }
 
-/// Whether `model` is on demand here (a caller should load it, then resolve again).
-pub fn on_demand(state: &NodeState, model: &str) -> bool {
-    let table = state.table.load();
-    table.catalog.models.contains_key(model) && table.catalog.placement(model) == Placement::OnDemand
-}
-
-async fn link(state: &NodeState, target: &Target) -> Result<NativeClient, String> {
-    let (Some(mesh), Some(addr)) = (&state.mesh, target.quic) else { return Err("no QUIC endpoint".into()) };
-    if let Some(client) = mesh.native.lock().await.get(&addr) {
-        return Ok(client.clone());
-    }
+async fn connect(state: &NodeState, target: &Target, addr: SocketAddr) -> Result<NativeClient, String> {
     let options = ClientOptions {
         url: target.url.clone(),
         transport: Transport::Native,
         ca: state.config.ca_file.clone(),
         token: if state.config.auth.enabled { state.config.auth.peer_key.clone() } else { None },
         quic_addr: Some(addr),
-        // The handshake and HELLO; a busy peer (or a debug build) may need more than a second.
-        timeout: std::time::Duration::from_millis(state.config.request_timeout_ms.min(5_000)),
+        timeout: super::connect_timeout(state),
     };
-    let client = NativeClient::connect(&options).await.map_err(|e| e.to_string())?;
-    mesh.native.lock().await.insert(addr, client.clone());
-    Ok(client)
+    NativeClient::connect(&options).await.map_err(|e| e.to_string())
 }
 
 /// Relay the rest of the caller's stream to `peer` and the peer's answers back.
 pub async fn relay(
     state: &NodeState,
     mut open: Open,
-    (peer, client): (String, NativeClient),
+    peer: Peer,
     reader: FrameReader<quinn::RecvStream>,
     mut send: quinn::SendStream,
 ) -> Result<(), String> {
-    let (mut to_peer, mut from_peer) = match client.open_raw().await {
+    let (mut to_peer, mut from_peer) = match peer.client.open_raw().await {
         Ok(pair) => pair,
         Err(e) => {
-            if let (Some(mesh), Some(addr)) =
-                (&state.mesh, super::targets(state, &open.model).await.first().and_then(|t| t.quic))
-            {
-                mesh.native.lock().await.remove(&addr);
+            if let Some(mesh) = &state.mesh {
+                mesh.native.forget(peer.addr).await;
             }
-            return Err(format!("{peer}: {e}"));
+            state.metrics.forwarded(&peer.id, "native", "failed");
+            return Err(format!("{}: {e}", peer.id));
         }
     };
-    state.metrics.forwarded(&peer, "native", "answered");
+    state.metrics.forwarded(&peer.id, "native", "answered");
     open.forwarded_by = Some(state.config.id.clone());
     let payload = serde_json::to_vec(&open).map_err(|e| e.to_string())?;
     let (mut recv, buffered) = reader.into_parts();
@@ -101,5 +88,5 @@ pub async fn relay(
         Ok::<_, std::io::Error>(())
     };
     let (up, down) = tokio::join!(up, down);
-    up.and(down).map_err(|e| format!("relay to {peer}: {e}"))
+    up.and(down).map_err(|e| format!("relay to {}: {e}", peer.id))
 }

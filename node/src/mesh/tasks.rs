@@ -87,7 +87,7 @@ pub async fn follow(state: Arc<NodeState>) {
 /// Long-poll control for signed catalogs and publish each newer one into the mesh.
 pub async fn publish_control(state: Arc<NodeState>) {
     let (Some(mesh), Some(url)) = (&state.mesh, state.config.control_url.as_deref()) else { return };
-    let client = ControlClient::new(url, &state.config);
+    let client = ControlClient::with_client(url, state.peers.clone(), &state.config);
     let mut backoff = Duration::from_millis(200);
     loop {
         let have = mesh.handle.catalog().map(|c| c.signed.catalog.epoch).unwrap_or(0);
@@ -125,11 +125,6 @@ pub async fn publish_control(state: Arc<NodeState>) {
     }
 }
 
-/// What counts as a change of this node's info (the queue depth alone waits for the refresh).
-fn same_info(a: &NodeInfo, b: &NodeInfo) -> bool {
-    NodeInfo { queued: 0, ..a.clone() } == NodeInfo { queued: 0, ..b.clone() }
-}
-
 /// Gossip this node's info when it changes (checked every 100 ms; the queue depth alone does
 /// not count) and, when `mesh.info_refresh_ms` is set, that often.
 pub async fn publish_info(state: Arc<NodeState>) {
@@ -138,18 +133,17 @@ pub async fn publish_info(state: Arc<NodeState>) {
         0 => Duration::MAX,
         ms => Duration::from_millis(ms),
     };
+    // What was last published, less the queue depth (which alone is no change), and when.
     let mut last: Option<(NodeInfo, tokio::time::Instant)> = None;
     loop {
         let info = crate::sync::node_info(&state);
-        let due = match &last {
-            None => true,
-            Some((previous, at)) => !same_info(previous, &info) || at.elapsed() >= refresh,
-        };
+        let unqueued = NodeInfo { queued: 0, ..info.clone() };
+        let due = last.as_ref().is_none_or(|(seen, at)| *seen != unqueued || at.elapsed() >= refresh);
         if due {
-            if mesh.handle.set_local_info(info.clone()).await.is_err() {
+            if mesh.handle.set_local_info(info).await.is_err() {
                 return; // the driver stopped (left the mesh)
             }
-            last = Some((info, tokio::time::Instant::now()));
+            last = Some((unqueued, tokio::time::Instant::now()));
         }
         if sleep_or_shutdown(&state, Duration::from_millis(100)).await {
             return;

@@ -210,7 +210,7 @@ type OpenError = (ApiError, Option<u32>);
 enum Opened {
     Here(Arc<LoadedModel>),
     /// Relayed to a peer that holds the model (this node does not).
-    Peer(Open, (String, crate::client::NativeClient)),
+    Peer(Open, crate::mesh::relay::Peer),
 }
 
 async fn open(
@@ -241,9 +241,7 @@ async fn open(
     if let Some(peer) = crate::mesh::relay::peer_for(state, &open).await {
         return Ok(Some(Opened::Peer(open, peer)));
     }
-    if crate::mesh::relay::on_demand(state, &open.model) {
-        crate::mesh::forward::load_on_demand(state, &open.model).await;
-    }
+    crate::mesh::forward::load_on_demand(state, &open.model).await;
     resolve(&open).map(|m| Some(Opened::Here(m))).map_err(|e| (e, None))
 }
 

@@ -27,12 +27,7 @@ pub struct ControlClient {
 }
 
 impl ControlClient {
-    pub fn new(base: &str, config: &NodeConfig) -> Self {
-        let http = config.http_client().connect_timeout(Duration::from_secs(2)).build().unwrap_or_default();
-        Self::with_client(base, http, config)
-    }
-
-    /// A client over an existing HTTP client (the node's shared [`crate::NodeState::peers`]).
+    /// A client over the node's shared HTTP client ([`crate::NodeState::peers`]).
     pub fn with_client(base: &str, http: reqwest::Client, config: &NodeConfig) -> Self {
         Self {
             base: base.trim_end_matches('/').to_string(),

@@ -50,7 +50,7 @@ pub async fn follow_control(state: &Arc<NodeState>) {
     let Some(url) = state.config.control_url.clone() else {
         return;
     };
-    let client = ControlClient::new(&url, &state.config);
+    let client = ControlClient::with_client(&url, state.peers.clone(), &state.config);
     let mut backoff = Duration::from_millis(200);
     loop {
         let table = state.table.load();
@@ -134,7 +134,7 @@ pub async fn heartbeat(state: Arc<NodeState>) {
     let Some(url) = state.config.control_url.clone() else {
         return;
     };
-    let client = ControlClient::new(&url, &state.config);
+    let client = ControlClient::with_client(&url, state.peers.clone(), &state.config);
     let every = Duration::from_millis(state.config.heartbeat_ms);
     loop {
         if let Err(e) = client.heartbeat(&node_info(&state)).await {

@@ -283,35 +283,42 @@ pub struct Target {
     pub warm: bool,
 }
 
-/// Where a request for `model` may go, nearest first (by QUIC's RTT estimate; peers in this
-/// node's region before others when RTTs are unknown): live peers taking traffic whose info
-/// says they hold its live version warm, then live peers whose region the model is placed in
-/// but whose info does not say so yet (infos are gossiped at most once per `info_min_interval`,
-/// so right after a deploy or a placement change they may lag).
+/// Where a request for `model` may go: live peers taking traffic that hold its live version
+/// warm or sit in a region it is placed in. Infos lag the catalog by up to
+/// `info_min_interval`, so a peer that is both (by its info and by this node's catalog) comes
+/// first, then one whose info alone says so (placement may just have moved the model away),
+/// then one placement alone expects (it may not have loaded it yet); nearest first within each
+/// (by QUIC's RTT estimate; this node's region first when RTTs are unknown).
 pub async fn targets(state: &NodeState, model: &str) -> Vec<Target> {
     let Some(mesh) = &state.mesh else { return Vec::new() };
     let members = mesh.members().await;
     let placement = state.table.load().catalog.placement(model);
     let region = &state.config.region;
-    let mut found: Vec<(bool, bool, Target)> = members
+    let mut found: Vec<(u8, bool, Target)> = members
         .iter()
         .filter(|m| m.state == MemberState::Alive && m.node != state.config.id)
         .filter_map(|m| {
             let info = &m.info.as_ref()?.info;
             let warm = info.models.iter().any(|l| l.name == model && l.live && l.warm);
-            let expected = warm || placement.preloads(&m.region);
-            (expected && !info.draining && !info.http_url.is_empty()).then(|| {
-                let quic = info.quic_addr.as_deref().and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+            let placed = placement.preloads(&m.region);
+            let rank = match (warm, placed) {
+                (true, true) => 0,
+                (true, false) => 1,
+                (false, true) => 2,
+                (false, false) => return None,
+            };
+            (!info.draining && !info.http_url.is_empty()).then(|| {
+                let quic = info.quic_addr.as_deref().and_then(|a| a.parse::<SocketAddr>().ok());
                 let quic = quic.filter(|a| !a.ip().is_unspecified());
                 let target =
                     Target { id: m.node.clone(), url: info.http_url.clone(), quic, rtt: m.rtt, warm };
-                (warm, m.region == *region, target)
+                (rank, m.region == *region, target)
             })
         })
         .collect();
-    found.sort_by(|(warm_a, local_a, a), (warm_b, local_b, b)| {
+    found.sort_by(|(rank_a, local_a, a), (rank_b, local_b, b)| {
         let rtt = |t: &Target| t.rtt.unwrap_or(Duration::MAX);
-        (!warm_a, rtt(a), !local_a, &a.id).cmp(&(!warm_b, rtt(b), !local_b, &b.id))
+        (rank_a, rtt(a), !local_a, &a.id).cmp(&(rank_b, rtt(b), !local_b, &b.id))
     });
     found.into_iter().map(|(_, _, t)| t).collect()
 }

@@ -1,5 +1,5 @@
 //! The GPU runtime against tract: every bundled model and randomised graphs of the covered
-//! operators, on fresh random inputs of 1, 7, 64 and 1,000 rows, with every activation buffer
+//! operators, on fresh random inputs of 1, 7, 8, 9, 64 and 1,000 rows, with every activation buffer
 //! poisoned with NaN before each batch so an element a kernel fails to write shows.
 //!
 //! These run on whatever adapter there is, software ones included (Mesa's lavapipe in CI).
@@ -15,7 +15,9 @@ use meridian_models::runtime::select::{compare, select, RuntimeMode};
 use meridian_models::runtime::tract::TractRuntime;
 use meridian_models::{demo, InputBatch, ModelError, Runtime};
 
-const BATCHES: [usize; 4] = [1, 7, 64, 1000];
+/// The sizes, and 8 and 9, which straddle the switch from the skinny matmul kernel
+/// (products of at most 8 rows) to the tiled one.
+const BATCHES: [usize; 6] = [1, 7, 8, 9, 64, 1000];
 
 fn context() -> Option<Arc<GpuContext>> {
     let ctx = GpuContext::open(GpuOptions { allow_software: true }).unwrap();
@@ -27,6 +29,9 @@ fn context() -> Option<Arc<GpuContext>> {
         eprintln!(
             "SKIPPED: no GPU adapter (not even a software one); install mesa-vulkan-drivers to run this"
         );
+    }
+    if let Some(ctx) = &ctx {
+        eprintln!("adapter: {}", ctx.describe());
     }
     ctx
 }

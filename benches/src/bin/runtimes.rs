@@ -1,8 +1,12 @@
 //! CPU (tract) against GPU (wgpu) per batch size, and the GPU matmul kernel's GFLOP/s.
 //!
 //!   cargo run --release -p meridian-benches --bin runtimes [-- --software] [--quick]
+//!       [--peak-gflops F] [--cpu-peak-gflops F]
 //!
-//! `--software` accepts a software adapter (Mesa lavapipe) when there is no real GPU. Models:
+//! `--software` accepts a software adapter (Mesa lavapipe) when there is no real GPU. The matmul
+//! table gives each kernel's share of its device's f32 peak: the GPU's from `--peak-gflops` or
+//! the vendor's figure for the adapters [`known_peak`] lists, the CPU's from `--cpu-peak-gflops`
+//! (a software adapter runs on the CPU, so its peak is the CPU's). Models:
 //! the bundled breast-cancer MLP (30-64-32-2) and a larger MLP 784-1024-1024-10 with random
 //! weights. Each cell runs for about a second after a warm-up; per-batch latency is the median.
 
@@ -42,14 +46,57 @@ fn measure(runtime: &dyn Runtime, rows: usize, budget: Duration) -> anyhow::Resu
     Ok((median, rows as f64 / median))
 }
 
+/// Vendor f32 (non-tensor) peaks in GFLOP/s at boost clock, by a word of the adapter's name.
+/// The first match wins, so the more specific names come first.
+const PEAKS: &[(&str, f64)] = &[
+    ("H100 PCIe", 51_200.0),
+    ("H100 NVL", 60_000.0),
+    ("H100", 66_900.0),
+    ("H200", 66_900.0),
+    ("A100", 19_500.0),
+    ("L40S", 91_600.0),
+    ("L4", 30_300.0),
+    ("RTX 4090", 82_600.0),
+    ("T4", 8_100.0),
+];
+
+fn known_peak(adapter: &str) -> Option<f64> {
+    PEAKS.iter().find(|(name, _)| adapter.contains(name)).map(|(_, peak)| *peak)
+}
+
+/// The value after `flag`, parsed as a positive number.
+fn number_after(args: &[String], flag: &str) -> anyhow::Result<Option<f64>> {
+    let Some(at) = args.iter().position(|a| a == flag) else { return Ok(None) };
+    let value = args.get(at + 1).ok_or_else(|| anyhow::anyhow!("{flag} needs a number (GFLOP/s)"))?;
+    match value.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(Some(v)),
+        _ => anyhow::bail!("{flag}: `{value}` is not a positive number of GFLOP/s"),
+    }
+}
+
+/// The peaks the matmul table divides by.
+struct Peaks {
+    gpu: Option<f64>,
+    cpu: Option<f64>,
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let software = args.iter().any(|a| a == "--software");
     let budget =
         if args.iter().any(|a| a == "--quick") { Duration::from_millis(300) } else { Duration::from_secs(1) };
+    let cpu_peak = number_after(&args, "--cpu-peak-gflops")?;
     let gpu = GpuContext::open(GpuOptions { allow_software: software }).map_err(anyhow::Error::msg)?;
+    let mut peaks = Peaks { gpu: number_after(&args, "--peak-gflops")?, cpu: cpu_peak };
     match &gpu {
-        Some(ctx) => println!("GPU: {}", ctx.describe()),
+        Some(ctx) => {
+            let name = ctx.describe();
+            if peaks.gpu.is_none() {
+                peaks.gpu = if ctx.is_software() { cpu_peak } else { known_peak(&name) };
+            }
+            let peak = peaks.gpu.map_or("unknown (pass --peak-gflops)".into(), |p| format!("{p:.0} GFLOP/s"));
+            println!("GPU: {name}; f32 peak {peak}");
+        }
         None => println!("GPU: none (pass --software to accept lavapipe); CPU figures only"),
     }
     let mut rng = Rng(42);
@@ -80,37 +127,66 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if let Some(ctx) = &gpu {
-        matmul(ctx, budget)?;
+        matmul(ctx, budget, &peaks)?;
     }
     Ok(())
 }
 
-/// One MatMul `[M, K] · [K, N]` with M = K = N, as a graph with a constant right operand.
-fn matmul(ctx: &Arc<GpuContext>, budget: Duration) -> anyhow::Result<()> {
-    println!("\n| matmul M=K=N | GPU ms | GPU GFLOP/s | tract ms | tract GFLOP/s |");
-    println!("|---:|---:|---:|---:|---:|");
-    for n in [256usize, 512, 1024, 2048] {
-        let mut rng = Rng(n as u64);
-        let mut g = GraphBuilder::new(n);
-        let w = g.constant(&[n, n], (0..n * n).map(|_| rng.f()).collect());
-        let y = g.node("MatMul", &["input", &w], &[]);
-        g.output(&y, FLOAT);
-        let onnx = g.finish();
-        let cpu = TractRuntime::load(&onnx)?;
-        let gpu =
-            GpuRuntime::load(ctx, &onnx, cpu.signature(), GpuModelOptions { max_rows: n, poison: false })
-                .map_err(anyhow::Error::msg)?;
+/// Layers of the chained matmul: the input is uploaded and the output read back once for all
+/// of them, so the chain's rate is the kernel's own.
+const CHAIN: usize = 8;
+
+/// A chain of `layers` MatMuls `[M, n] · [n, n]` with constant right operands, scaled so
+/// values stay near 1.
+fn matmul_chain(n: usize, layers: usize) -> Vec<u8> {
+    let mut rng = Rng(n as u64);
+    let scale = 1.0 / (n as f32).sqrt();
+    let mut g = GraphBuilder::new(n);
+    let mut x = "input".to_string();
+    for _ in 0..layers {
+        let w = g.constant(&[n, n], (0..n * n).map(|_| rng.f() * scale).collect());
+        x = g.node("MatMul", &[&x, &w], &[]);
+    }
+    g.output(&x, FLOAT);
+    g.finish()
+}
+
+/// M = K = N matmuls: one alone on both runtimes (the GPU's time includes the upload and the
+/// read-back), then a chain of [`CHAIN`] on the GPU, which is bound by the kernel.
+fn matmul(ctx: &Arc<GpuContext>, budget: Duration, peaks: &Peaks) -> anyhow::Result<()> {
+    let share =
+        |gflops: f64, peak: Option<f64>| peak.map_or("-".into(), |p| format!("{:.1} %", 100.0 * gflops / p));
+    println!(
+        "\n| matmul M=K=N | GPU ms, one | GPU GFLOP/s, one | GPU GFLOP/s, chain of {CHAIN} | of GPU peak \
+         | tract ms | tract GFLOP/s | of CPU peak |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // A software adapter takes minutes for a chain of 4096s; it stops at 1024.
+    let sizes: &[usize] = if ctx.is_software() { &[256, 512, 1024] } else { &[256, 512, 1024, 2048, 4096] };
+    for &n in sizes {
         let flops = 2.0 * (n as f64).powi(3);
-        let (gt, _) = measure(&gpu, n, budget)?;
+        let load = |onnx: &[u8], cpu: &TractRuntime| {
+            GpuRuntime::load(ctx, onnx, cpu.signature(), GpuModelOptions { max_rows: n, poison: false })
+                .map_err(anyhow::Error::msg)
+        };
+        let one = matmul_chain(n, 1);
+        let cpu = TractRuntime::load(&one)?;
+        let (gt, _) = measure(&load(&one, &cpu)?, n, budget)?;
         let (ct, _) = measure(&cpu, n, budget)?;
+        let chain = matmul_chain(n, CHAIN);
+        let chain_cpu = TractRuntime::load(&chain)?;
+        let (chain_t, _) = measure(&load(&chain, &chain_cpu)?, n, budget)?;
+        let chain_rate = flops * CHAIN as f64 / chain_t / 1e9;
+        let c = flops / ct / 1e9;
         println!(
-            "| {n} | {:.2} | {:.1} | {:.2} | {:.1} |",
+            "| {n} | {:.2} | {:.1} | {chain_rate:.1} | {} | {:.2} | {c:.1} | {} |",
             gt * 1e3,
             flops / gt / 1e9,
+            share(chain_rate, peaks.gpu),
             ct * 1e3,
-            flops / ct / 1e9
+            share(c, peaks.cpu)
         );
     }
-    println!("\n(GPU times include the input upload and the output read-back of each batch.)");
+    println!("\n(\"one\" includes the input upload and the output read-back of each batch; the share of peak is the chain's.)");
     Ok(())
 }

@@ -10,14 +10,69 @@ use wgpu::util::DeviceExt;
 
 use super::compile::{per_row, Program, Src};
 use super::ops::{Count, StepKind};
-use super::wgsl::{self, MAX_GROUPS_X, TILE, WG};
+use super::wgsl::{self, MAX_GROUPS_X, SKINNY_COLS, SKINNY_ROWS, TILE, WG};
 use super::GpuContext;
 use crate::error::ModelError;
 
 struct Kernel {
     pipeline: wgpu::ComputePipeline,
+    /// A matmul's kernel for products of at most [`SKINNY_ROWS`] rows, on the same layout.
+    skinny: Option<wgpu::ComputePipeline>,
+    layout: wgpu::BindGroupLayout,
     reads: Vec<Src>,
     checks: bool,
+}
+
+/// The layout every matmul kernel binds: the row count, the output, then `reads` inputs.
+/// Explicit, so the tiled and the skinny kernels share one bind group.
+fn matmul_layout(device: &wgpu::Device, reads: usize) -> wgpu::BindGroupLayout {
+    let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    let mut entries = vec![
+        wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        },
+        storage(1, false),
+    ];
+    entries.extend((0..reads as u32).map(|i| storage(i + 2, true)));
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("meridian-matmul"),
+        entries: &entries,
+    })
+}
+
+fn pipeline(
+    device: &wgpu::Device,
+    source: String,
+    layout: Option<&wgpu::PipelineLayout>,
+) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("meridian-step"),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("meridian-step"),
+        layout,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    })
 }
 
 /// Buffers and bind groups for batches of up to `capacity` rows.
@@ -59,20 +114,31 @@ impl Executable {
                 ));
             }
             let source = wgsl::shader(&step.kind);
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("meridian-step"),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some("meridian-step"),
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
-            });
             let checks = matches!(step.kind, StepKind::Gather { .. });
-            kernels.push(Kernel { pipeline, reads, checks });
+            if let StepKind::MatMul { n, .. } = step.kind {
+                if n.div_ceil(SKINNY_COLS as usize) > MAX_GROUPS_X as usize {
+                    return Err(format!("step {i} is a matmul of {n} columns, wider than one dispatch"));
+                }
+            }
+            let kernel = match wgsl::skinny_shader(&step.kind) {
+                Some(skinny) => {
+                    let layout = matmul_layout(device, reads.len());
+                    let shared = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some("meridian-matmul"),
+                        bind_group_layouts: &[Some(&layout)],
+                        immediate_size: 0,
+                    });
+                    let tiled = pipeline(device, source, Some(&shared));
+                    let skinny = Some(pipeline(device, skinny, Some(&shared)));
+                    Kernel { pipeline: tiled, skinny, layout, reads, checks }
+                }
+                None => {
+                    let pipeline = pipeline(device, source, None);
+                    let layout = pipeline.get_bind_group_layout(0);
+                    Kernel { pipeline, skinny: None, layout, reads, checks }
+                }
+            };
+            kernels.push(kernel);
         }
         let consts = program
             .consts
@@ -167,7 +233,7 @@ impl Executable {
                 }
                 device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("meridian-step"),
-                    layout: &kernel.pipeline.get_bind_group_layout(0),
+                    layout: &kernel.layout,
                     entries: &entries,
                 })
             })
@@ -196,6 +262,23 @@ impl Executable {
             }
         }
         result
+    }
+
+    /// The pipeline and workgroup counts of a step for `rows` rows: the skinny matmul kernel
+    /// for products of at most [`SKINNY_ROWS`] rows, else the step's own.
+    fn dispatch<'k>(
+        &self,
+        kernel: &'k Kernel,
+        kind: &StepKind,
+        rows: usize,
+    ) -> (&'k wgpu::ComputePipeline, u32, u32) {
+        if let (Some(skinny), StepKind::MatMul { m_per_row, n, .. }) = (&kernel.skinny, kind) {
+            if rows * m_per_row <= SKINNY_ROWS {
+                return (skinny, (*n as u32).div_ceil(SKINNY_COLS), 1);
+            }
+        }
+        let (x, y) = self.dispatch_size(kind, rows);
+        (&kernel.pipeline, x, y)
     }
 
     fn dispatch_size(&self, kind: &StepKind, rows: usize) -> (u32, u32) {
@@ -256,8 +339,8 @@ impl Executable {
                 timestamp_writes: None,
             });
             for ((kernel, step), group) in self.kernels.iter().zip(&self.program.steps).zip(&res.groups) {
-                let (x, y) = self.dispatch_size(&step.kind, rows);
-                pass.set_pipeline(&kernel.pipeline);
+                let (pipeline, x, y) = self.dispatch(kernel, &step.kind, rows);
+                pass.set_pipeline(pipeline);
                 pass.set_bind_group(0, group, &[]);
                 pass.dispatch_workgroups(x, y, 1);
             }

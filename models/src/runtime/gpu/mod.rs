@@ -102,6 +102,11 @@ impl GpuContext {
         format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
     }
 
+    /// Whether the adapter is a software rasterizer running on the CPU (lavapipe, WARP).
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// Whether the device was lost or raised an error no batch could catch.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)

@@ -14,6 +14,10 @@ pub(crate) const WG: u32 = 256;
 pub(crate) const MAX_GROUPS_X: u32 = 65_535;
 /// Output tile of the matmul kernel (rows and columns); each of its 16×16 threads computes 4×4.
 pub(crate) const TILE: u32 = 64;
+/// Most rows (`M`) the skinny matmul kernel takes; taller products use the tiled kernel.
+pub(crate) const SKINNY_ROWS: usize = 8;
+/// Output columns per workgroup of the skinny kernel; its 256 threads split `K` in 8 slices.
+pub(crate) const SKINNY_COLS: u32 = 32;
 
 /// The buffers a step reads, in binding order (from 2).
 pub(crate) fn bindings(kind: &StepKind) -> Vec<Src> {
@@ -83,6 +87,75 @@ pub(crate) fn shader(kind: &StepKind) -> String {
     src
 }
 
+/// The skinny variant of a matmul step (see [`skinny_matmul`]), `None` for other steps.
+pub(crate) fn skinny_shader(kind: &StepKind) -> Option<String> {
+    let StepKind::MatMul { m_per_row, k, n, bias, activation, .. } = kind else { return None };
+    let mut src = PRELUDE.to_string();
+    inputs(&mut src, bindings(kind).len());
+    skinny_matmul(&mut src, *m_per_row, *k, *n, *bias, *activation);
+    Some(src)
+}
+
+fn bias_term(bias: Option<(usize, usize)>) -> String {
+    match bias {
+        None => "0.0".to_string(),
+        Some((_, 1)) => "in2[0]".to_string(),
+        Some(_) => "in2[gn]".to_string(),
+    }
+}
+
+/// `out[M, n] = act(a[M, k] · b[k, n] + bias)` for `M ≤ SKINNY_ROWS`, the shape of small
+/// batches. The tiled kernel would compute a whole 64-row tile for them and run one
+/// workgroup per 64 columns; here each workgroup takes 32 columns with 256 threads, thread
+/// `(c, s)` summing every 8th `k` from `s` for all rows (reads of `b` coalesce across `c`, reads
+/// of `a` are the same for the whole workgroup), and the 8 partial sums meet in shared memory.
+fn skinny_matmul(
+    src: &mut String,
+    m_per_row: usize,
+    k: usize,
+    n: usize,
+    bias: Option<(usize, usize)>,
+    act: Activation,
+) {
+    let cols = SKINNY_COLS;
+    let rows = SKINNY_ROWS;
+    let _ = write!(
+        src,
+        "
+const K: u32 = {k}u;
+const NO: u32 = {n}u;
+var<workgroup> part: array<f32, {parts}>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
+  let M = min(p.n * {m_per_row}u, {rows}u);
+  let c = li % {cols}u;
+  let s = li / {cols}u;
+  let gn = wg.x * {cols}u + c;
+  var acc: array<f32, {rows}>;
+  if (gn < NO) {{
+    for (var kk = s; kk < K; kk = kk + 8u) {{
+      let w = in1[kk * NO + gn];
+      for (var r = 0u; r < M; r = r + 1u) {{ acc[r] = fma(in0[r * K + kk], w, acc[r]); }}
+    }}
+  }}
+  for (var r = 0u; r < {rows}u; r = r + 1u) {{ part[(s * {rows}u + r) * {cols}u + c] = acc[r]; }}
+  workgroupBarrier();
+  if (s == 0u && gn < NO) {{
+    for (var r = 0u; r < M; r = r + 1u) {{
+      var v = 0.0;
+      for (var t = 0u; t < 8u; t = t + 1u) {{ v = v + part[(t * {rows}u + r) * {cols}u + c]; }}
+      v = v + {bias};
+      out[r * NO + gn] = {act};
+    }}
+  }}
+}}
+",
+        parts = 8 * rows * cols as usize,
+        bias = bias_term(bias),
+        act = epilogue(act)
+    );
+}
+
 fn epilogue(activation: Activation) -> String {
     match activation {
         Activation::None => "v".into(),
@@ -101,11 +174,7 @@ fn matmul(
     bias: Option<(usize, usize)>,
     act: Activation,
 ) {
-    let bias = match bias {
-        None => "0.0".to_string(),
-        Some((_, 1)) => "in2[0]".to_string(),
-        Some(_) => "in2[gn]".to_string(),
-    };
+    let bias = bias_term(bias);
     let _ = write!(
         src,
         "

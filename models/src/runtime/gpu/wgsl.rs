@@ -12,7 +12,9 @@ use super::shape::strides_of;
 pub(crate) const WG: u32 = 256;
 /// Workgroups per dispatch row; larger dispatches spill into y.
 pub(crate) const MAX_GROUPS_X: u32 = 65_535;
-/// Output tile of the matmul kernel (rows and columns); each of its 16×16 threads computes 4×4.
+/// Output tile of the matmul kernel (rows and columns); each of its 16×16 threads computes 4×4,
+/// rows and columns 16 apart, so a warp reads consecutive words of the shared tile (no bank
+/// conflicts) and writes consecutive words of the output.
 pub(crate) const TILE: u32 = 64;
 /// Most rows (`M`) the skinny matmul kernel takes; taller products use the tiled kernel.
 pub(crate) const SKINNY_ROWS: usize = 8;
@@ -212,12 +214,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: v
     }}
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk = kk + 1u) {{
-      let a0 = As[kk * BM + l.y * 4u];
-      let a1 = As[kk * BM + l.y * 4u + 1u];
-      let a2 = As[kk * BM + l.y * 4u + 2u];
-      let a3 = As[kk * BM + l.y * 4u + 3u];
+      let a0 = As[kk * BM + l.y];
+      let a1 = As[kk * BM + l.y + 16u];
+      let a2 = As[kk * BM + l.y + 32u];
+      let a3 = As[kk * BM + l.y + 48u];
       for (var j = 0u; j < 4u; j = j + 1u) {{
-        let b = Bs[kk * BN + l.x * 4u + j];
+        let b = Bs[kk * BN + l.x + j * 16u];
         acc[j] = fma(a0, b, acc[j]);
         acc[4u + j] = fma(a1, b, acc[4u + j]);
         acc[8u + j] = fma(a2, b, acc[8u + j]);
@@ -228,8 +230,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: v
   }}
   for (var i = 0u; i < 4u; i = i + 1u) {{
     for (var j = 0u; j < 4u; j = j + 1u) {{
-      let gm = row0 + l.y * 4u + i;
-      let gn = col0 + l.x * 4u + j;
+      let gm = row0 + l.y + i * 16u;
+      let gn = col0 + l.x + j * 16u;
       if (gm < M && gn < NO) {{
         let v = acc[i * 4u + j] + {bias};
         out[gm * NO + gn] = {act};

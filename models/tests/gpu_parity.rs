@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use meridian_models::onnx_build::{Attr, GraphBuilder, FLOAT, INT64};
-use meridian_models::runtime::gpu::{GpuContext, GpuModelOptions, GpuOptions, GpuRuntime};
+use meridian_models::runtime::gpu::{GpuContext, GpuModelOptions, GpuOptions, GpuRuntime, MatmulTile};
 use meridian_models::runtime::select::{compare, select, RuntimeMode};
 use meridian_models::runtime::tract::TractRuntime;
-use meridian_models::{demo, InputBatch, ModelError, Runtime};
+use meridian_models::{demo, InputBatch, ModelError, ModelSpec, Runtime};
 
 /// The sizes, and 8 and 9, which straddle the switch from the skinny matmul kernel
 /// (products of at most 8 rows) to the tiled one.
@@ -57,19 +57,39 @@ impl Rng {
     }
 }
 
-const POISON: GpuModelOptions = GpuModelOptions { max_rows: 8192, poison: true };
+const POISON: GpuModelOptions = GpuModelOptions { max_rows: 8192, poison: true, matmul: MatmulTile::Auto };
 
-/// Load `onnx` on both runtimes and compare them on random batches of every size.
-fn check(ctx: &Arc<GpuContext>, onnx: &[u8], rng: &mut Rng, scale: f32, what: &str) {
+/// Load `onnx` on tract and on the GPU, once with each tiled matmul kernel (products of more
+/// than 8 rows), and compare them on random batches of every size; column `c` of an input is
+/// uniform in `±scales[c]` (one scale for every column when `scales` has one).
+fn check(ctx: &Arc<GpuContext>, onnx: &[u8], rng: &mut Rng, scales: &[f32], what: &str) {
     let cpu = TractRuntime::load(onnx).unwrap_or_else(|e| panic!("{what}: tract refused it: {e}"));
-    let gpu = GpuRuntime::load(ctx, onnx, cpu.signature(), POISON)
-        .unwrap_or_else(|e| panic!("{what}: the GPU runtime refused it: {e}"));
     let width = cpu.signature().input_width();
-    for rows in BATCHES {
-        let input = InputBatch::new(rows, width, rng.vec(rows * width, scale)).unwrap();
-        let (a, b) = (gpu.run(&input).unwrap(), cpu.run(&input).unwrap());
-        compare(&a, &b).unwrap_or_else(|e| panic!("{what}, {rows} rows: {e}"));
+    let scale = |i: usize| scales[if scales.len() == 1 { 0 } else { i % width }];
+    for matmul in [MatmulTile::T64, MatmulTile::T128] {
+        let gpu = GpuRuntime::load(ctx, onnx, cpu.signature(), GpuModelOptions { matmul, ..POISON })
+            .unwrap_or_else(|e| panic!("{what}: the GPU runtime refused it: {e}"));
+        for rows in BATCHES {
+            let values = (0..rows * width).map(|i| rng.f() * scale(i)).collect();
+            let input = InputBatch::new(rows, width, values).unwrap();
+            let (a, b) = (gpu.run(&input).unwrap(), cpu.run(&input).unwrap());
+            compare(&a, &b).unwrap_or_else(|e| panic!("{what}, {matmul:?} tiles, {rows} rows: {e}"));
+        }
     }
+}
+
+/// Twice the largest magnitude of each feature in a demo model's reference rows: raw values run
+/// from 0.005 (the diabetes features, pre-scaled) to 2,500 (a tumour's area), and one scale for
+/// all would feed a model inputs thousands of its standard deviations out, where f32 sums cancel
+/// to noise on any runtime.
+fn feature_scales(model: &demo::DemoModel) -> Vec<f32> {
+    let spec = ModelSpec::parse(model.spec).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(model.reference).unwrap();
+    let rows = reference["rows"].as_array().unwrap();
+    spec.features
+        .iter()
+        .map(|f| 2.0 * rows.iter().map(|r| r[&f.name].as_f64().unwrap().abs() as f32).fold(0.0, f32::max))
+        .collect()
 }
 
 #[test]
@@ -77,8 +97,7 @@ fn every_bundled_model_matches_tract() {
     let Some(ctx) = context() else { return };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for model in demo::DEMO_MODELS {
-        // Raw feature values of the demo data run to the thousands.
-        check(&ctx, model.onnx, &mut rng, 500.0, model.name);
+        check(&ctx, model.onnx, &mut rng, &feature_scales(model), model.name);
     }
 }
 
@@ -195,7 +214,7 @@ fn random_graphs_of_the_covered_operators_match_tract() {
             let label = g.node("ArgMax", &[&x], &[("axis", Attr::Int(1)), ("keepdims", Attr::Int(0))]);
             g.output(&label, INT64);
         }
-        check(&ctx, &g.finish(), &mut rng, 2.0, &format!("random graph seed {seed} (width {width})"));
+        check(&ctx, &g.finish(), &mut rng, &[2.0], &format!("random graph seed {seed} (width {width})"));
     }
 }
 
@@ -205,11 +224,15 @@ fn a_large_mlp_matches_tract_and_batches_past_the_submission_size_split() {
     let mut rng = Rng(7);
     let onnx = meridian_models::onnx_build::mlp(784, &[256, 128], 10, &mut || rng.f());
     let cpu = TractRuntime::load(&onnx).unwrap();
-    let small = GpuModelOptions { max_rows: 300, poison: true };
-    let gpu = GpuRuntime::load(&ctx, &onnx, cpu.signature(), small).unwrap();
-    assert_eq!(gpu.steps(), 4, "three Gemm (bias and Relu fused) and a Softmax");
     let input = InputBatch::new(1000, 784, rng.vec(784_000, 1.0)).unwrap();
-    compare(&gpu.run(&input).unwrap(), &cpu.run(&input).unwrap()).unwrap();
+    let expected = cpu.run(&input).unwrap();
+    // Several row and column tiles of either kernel, and 98 steps of k for the 128² one.
+    for matmul in [MatmulTile::T64, MatmulTile::T128] {
+        let small = GpuModelOptions { max_rows: 300, matmul, ..POISON };
+        let gpu = GpuRuntime::load(&ctx, &onnx, cpu.signature(), small).unwrap();
+        assert_eq!(gpu.steps(), 4, "three Gemm (bias and Relu fused) and a Softmax");
+        compare(&gpu.run(&input).unwrap(), &expected).unwrap_or_else(|e| panic!("{matmul:?} tiles: {e}"));
+    }
 }
 
 #[test]

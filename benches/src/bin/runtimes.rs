@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meridian_models::onnx_build::{mlp, GraphBuilder, FLOAT};
-use meridian_models::runtime::gpu::{GpuContext, GpuModelOptions, GpuOptions, GpuRuntime};
+use meridian_models::runtime::gpu::{GpuContext, GpuModelOptions, GpuOptions, GpuRuntime, MatmulTile};
 use meridian_models::runtime::tract::TractRuntime;
 use meridian_models::{demo, InputBatch, Runtime};
 
@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     let large = mlp(784, &[1024, 1024], 10, &mut || rng.f());
     let models: [(&str, &[u8]); 2] =
         [("mlp 30-64-32-2", demo::DEMO_MODELS[1].onnx), ("mlp 784-1024-1024-10", &large)];
-    let options = GpuModelOptions { max_rows: 8192, poison: false };
+    let options = GpuModelOptions { max_rows: 8192, poison: false, ..Default::default() };
     println!("\n| model | batch | tract ms/batch | tract rows/s | GPU ms/batch | GPU rows/s | GPU / tract |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, onnx) in models {
@@ -152,37 +152,42 @@ fn matmul_chain(n: usize, layers: usize) -> Vec<u8> {
 }
 
 /// M = K = N matmuls: one alone on both runtimes (the GPU's time includes the upload and the
-/// read-back), then a chain of [`CHAIN`] on the GPU, which is bound by the kernel.
+/// read-back), then a chain of [`CHAIN`] on the GPU, which is bound by the kernel, with each
+/// tiled kernel.
 fn matmul(ctx: &Arc<GpuContext>, budget: Duration, peaks: &Peaks) -> anyhow::Result<()> {
     let share =
         |gflops: f64, peak: Option<f64>| peak.map_or("-".into(), |p| format!("{:.1} %", 100.0 * gflops / p));
     println!(
-        "\n| matmul M=K=N | GPU ms, one | GPU GFLOP/s, one | GPU GFLOP/s, chain of {CHAIN} | of GPU peak \
-         | tract ms | tract GFLOP/s | of CPU peak |"
+        "\n| matmul M=K=N | GPU ms, one | GPU GFLOP/s, one | chain of {CHAIN}, 64² tiles | of GPU peak \
+         | chain of {CHAIN}, 128² tiles | of GPU peak | tract ms | tract GFLOP/s | of CPU peak |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     // A software adapter takes minutes for a chain of 4096s; it stops at 1024.
     let sizes: &[usize] = if ctx.is_software() { &[256, 512, 1024] } else { &[256, 512, 1024, 2048, 4096] };
     for &n in sizes {
         let flops = 2.0 * (n as f64).powi(3);
-        let load = |onnx: &[u8], cpu: &TractRuntime| {
-            GpuRuntime::load(ctx, onnx, cpu.signature(), GpuModelOptions { max_rows: n, poison: false })
-                .map_err(anyhow::Error::msg)
+        let load = |onnx: &[u8], cpu: &TractRuntime, matmul: MatmulTile| {
+            let options = GpuModelOptions { max_rows: n, poison: false, matmul };
+            GpuRuntime::load(ctx, onnx, cpu.signature(), options).map_err(anyhow::Error::msg)
         };
         let one = matmul_chain(n, 1);
         let cpu = TractRuntime::load(&one)?;
-        let (gt, _) = measure(&load(&one, &cpu)?, n, budget)?;
+        let (gt, _) = measure(&load(&one, &cpu, MatmulTile::Auto)?, n, budget)?;
         let (ct, _) = measure(&cpu, n, budget)?;
         let chain = matmul_chain(n, CHAIN);
         let chain_cpu = TractRuntime::load(&chain)?;
-        let (chain_t, _) = measure(&load(&chain, &chain_cpu)?, n, budget)?;
-        let chain_rate = flops * CHAIN as f64 / chain_t / 1e9;
+        let mut rates = Vec::new();
+        for tile in [MatmulTile::T64, MatmulTile::T128] {
+            let (t, _) = measure(&load(&chain, &chain_cpu, tile)?, n, budget)?;
+            let rate = flops * CHAIN as f64 / t / 1e9;
+            rates.push(format!("{rate:.1} | {}", share(rate, peaks.gpu)));
+        }
         let c = flops / ct / 1e9;
         println!(
-            "| {n} | {:.2} | {:.1} | {chain_rate:.1} | {} | {:.2} | {c:.1} | {} |",
+            "| {n} | {:.2} | {:.1} | {} | {:.2} | {c:.1} | {} |",
             gt * 1e3,
             flops / gt / 1e9,
-            share(chain_rate, peaks.gpu),
+            rates.join(" | "),
             ct * 1e3,
             share(c, peaks.cpu)
         );

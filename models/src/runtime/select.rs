@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::gpu::{GpuContext, GpuModelOptions, GpuRuntime};
+use super::gpu::{GpuContext, GpuModelOptions, GpuRuntime, MatmulTile};
 use super::tract::TractRuntime;
 use super::{InputBatch, OutputBatch, Runtime, TensorData};
 use crate::error::ModelError;
@@ -64,15 +64,19 @@ pub fn select(
     Ok(Selected { runtime: Arc::new(Fallback::new(gpu, cpu)), reason })
 }
 
-/// Run a deterministic check batch on both and compare.
+/// Run deterministic check batches on both and compare: 7 rows (the skinny matmul kernel)
+/// and 70 rows with each tiled kernel, so every kernel a batch may meet ran once on this
+/// device before the model serves.
 fn agree(gpu: &GpuRuntime, cpu: &dyn Runtime) -> Result<(), String> {
     let width = cpu.signature().input_width();
-    let rows = 7;
-    let values = (0..rows * width).map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0).collect();
-    let input = InputBatch::new(rows, width, values).map_err(|e| e.to_string())?;
-    let a = gpu.run(&input).map_err(|e| e.to_string())?;
-    let b = cpu.run(&input).map_err(|e| e.to_string())?;
-    compare(&a, &b)
+    for (rows, matmul) in [(7, MatmulTile::Auto), (70, MatmulTile::T64), (70, MatmulTile::T128)] {
+        let values = (0..rows * width).map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0).collect();
+        let input = InputBatch::new(rows, width, values).map_err(|e| e.to_string())?;
+        let a = gpu.run_with(&input, matmul).map_err(|e| e.to_string())?;
+        let b = cpu.run(&input).map_err(|e| e.to_string())?;
+        compare(&a, &b).map_err(|e| format!("{e} ({rows} rows)"))?;
+    }
+    Ok(())
 }
 
 /// `Ok` when every output matches within [`TOLERANCE`]; otherwise where the first mismatch is.

@@ -37,7 +37,7 @@ async fn obtain(
     let placement = Placement {
         mode,
         gpu: state.gpu.clone(),
-        options: GpuModelOptions { max_rows: state.config.gpu.max_rows_per_submission, poison: false },
+        options: GpuModelOptions { max_rows: state.config.gpu.max_rows_per_submission, ..Default::default() },
     };
     let fault = state
         .config

@@ -10,14 +10,17 @@ use wgpu::util::DeviceExt;
 
 use super::compile::{per_row, Program, Src};
 use super::ops::{Count, StepKind};
-use super::wgsl::{self, MAX_GROUPS_X, SKINNY_COLS, SKINNY_ROWS, TILE, WG};
+use super::wgsl::{self, MAX_GROUPS_X, SKINNY_COLS, SKINNY_ROWS, TILE, WG, WIDE_TILE};
 use super::GpuContext;
+use super::{MatmulTile, WIDE_MIN_TILES};
 use crate::error::ModelError;
 
 struct Kernel {
     pipeline: wgpu::ComputePipeline,
-    /// A matmul's kernel for products of at most [`SKINNY_ROWS`] rows, on the same layout.
+    /// A matmul's kernels for products of at most [`SKINNY_ROWS`] rows and for large ones
+    /// (128×128 tiles), on the same layout.
     skinny: Option<wgpu::ComputePipeline>,
+    wide: Option<wgpu::ComputePipeline>,
     layout: wgpu::BindGroupLayout,
     reads: Vec<Src>,
     checks: bool,
@@ -99,7 +102,12 @@ fn gpu_err(e: impl std::fmt::Display) -> ModelError {
 }
 
 impl Executable {
-    pub fn build(ctx: &GpuContext, program: Program, max_rows: usize) -> Result<Self, String> {
+    pub fn build(
+        ctx: &GpuContext,
+        program: Program,
+        max_rows: usize,
+        tile: MatmulTile,
+    ) -> Result<Self, String> {
         let device = &ctx.device;
         let limits = device.limits();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -130,12 +138,15 @@ impl Executable {
                     });
                     let tiled = pipeline(device, source, Some(&shared));
                     let skinny = Some(pipeline(device, skinny, Some(&shared)));
-                    Kernel { pipeline: tiled, skinny, layout, reads, checks }
+                    let wide = wgsl::wide_shader(&step.kind)
+                        .filter(|_| tile != MatmulTile::T64)
+                        .map(|wide| pipeline(device, wide, Some(&shared)));
+                    Kernel { pipeline: tiled, skinny, wide, layout, reads, checks }
                 }
                 None => {
                     let pipeline = pipeline(device, source, None);
                     let layout = pipeline.get_bind_group_layout(0);
-                    Kernel { pipeline, skinny: None, layout, reads, checks }
+                    Kernel { pipeline, skinny: None, wide: None, layout, reads, checks }
                 }
             };
             kernels.push(kernel);
@@ -248,6 +259,7 @@ impl Executable {
         values: &[f32],
         rows: usize,
         poison: bool,
+        tile: MatmulTile,
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let capacity = rows.next_power_of_two().min(self.max_rows).max(rows);
         let taken = self.pool.lock().ok().and_then(|mut p| p.get_mut(&capacity).and_then(Vec::pop));
@@ -255,7 +267,7 @@ impl Executable {
             Some(r) => r,
             None => self.resources(ctx, capacity),
         };
-        let result = self.submit(ctx, &res, values, rows, poison);
+        let result = self.submit(ctx, &res, values, rows, poison, tile);
         if result.is_ok() {
             if let Ok(mut pool) = self.pool.lock() {
                 pool.entry(res.capacity).or_default().push(res);
@@ -264,17 +276,29 @@ impl Executable {
         result
     }
 
-    /// The pipeline and workgroup counts of a step for `rows` rows: the skinny matmul kernel
-    /// for products of at most [`SKINNY_ROWS`] rows, else the step's own.
+    /// The pipeline and workgroup counts of a step for `rows` rows: for a matmul, the skinny
+    /// kernel for products of at most [`SKINNY_ROWS`] rows, the wide one as `tile` says (when
+    /// it was built), else the step's own.
     fn dispatch<'k>(
         &self,
         kernel: &'k Kernel,
         kind: &StepKind,
         rows: usize,
+        tile: MatmulTile,
     ) -> (&'k wgpu::ComputePipeline, u32, u32) {
-        if let (Some(skinny), StepKind::MatMul { m_per_row, n, .. }) = (&kernel.skinny, kind) {
-            if rows * m_per_row <= SKINNY_ROWS {
+        if let StepKind::MatMul { m_per_row, n, .. } = kind {
+            let m = rows * m_per_row;
+            if let Some(skinny) = kernel.skinny.as_ref().filter(|_| m <= SKINNY_ROWS) {
                 return (skinny, (*n as u32).div_ceil(SKINNY_COLS), 1);
+            }
+            let (x, y) = ((*n as u32).div_ceil(WIDE_TILE), (m as u32).div_ceil(WIDE_TILE));
+            let wide = match tile {
+                MatmulTile::T128 => true,
+                MatmulTile::T64 => false,
+                MatmulTile::Auto => x as usize * y as usize >= WIDE_MIN_TILES,
+            };
+            if let Some(pipeline) = kernel.wide.as_ref().filter(|_| wide) {
+                return (pipeline, x, y);
             }
         }
         let (x, y) = self.dispatch_size(kind, rows);
@@ -319,6 +343,7 @@ impl Executable {
         values: &[f32],
         rows: usize,
         poison: bool,
+        tile: MatmulTile,
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let queue = &ctx.queue;
         queue.write_buffer(&res.params, 0, bytemuck::cast_slice(&[rows as u32, 0, 0, 0]));
@@ -339,7 +364,7 @@ impl Executable {
                 timestamp_writes: None,
             });
             for ((kernel, step), group) in self.kernels.iter().zip(&self.program.steps).zip(&res.groups) {
-                let (pipeline, x, y) = self.dispatch(kernel, &step.kind, rows);
+                let (pipeline, x, y) = self.dispatch(kernel, &step.kind, rows, tile);
                 pass.set_pipeline(pipeline);
                 pass.set_bind_group(0, group, &[]);
                 pass.dispatch_workgroups(x, y, 1);

@@ -126,13 +126,32 @@ pub struct GpuModelOptions {
     /// Fill every activation buffer with NaN before each batch, so an element a kernel fails to
     /// write shows (parity tests).
     pub poison: bool,
+    /// Which tiled matmul kernel runs products of more than 8 rows.
+    pub matmul: MatmulTile,
 }
 
 impl Default for GpuModelOptions {
     fn default() -> Self {
-        Self { max_rows: 8192, poison: false }
+        Self { max_rows: 8192, poison: false, matmul: MatmulTile::Auto }
     }
 }
+
+/// The tiled matmul kernels (products of up to 8 rows always run the skinny kernel).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MatmulTile {
+    /// 128×128 tiles when a product has at least [`WIDE_MIN_TILES`] of them, else 64×64.
+    #[default]
+    Auto,
+    /// 64×64 tiles, 4×4 per thread.
+    T64,
+    /// 128×128 tiles, 8×8 per thread.
+    T128,
+}
+
+/// Products with at least this many 128×128 output tiles run the wide kernel under
+/// [`MatmulTile::Auto`] (about two workgroups per compute unit of a large GPU); smaller ones
+/// keep the 64×64 kernel, whose four times as many workgroups fill the device better.
+pub const WIDE_MIN_TILES: usize = 256;
 
 pub struct GpuRuntime {
     ctx: Arc<GpuContext>,
@@ -182,8 +201,8 @@ impl GpuRuntime {
                 "outputs {names:?} differ from the signature's {expected:?}"
             )));
         }
-        let exec =
-            exec::Executable::build(ctx, program, options.max_rows.max(1)).map_err(GpuRefusal::Device)?;
+        let exec = exec::Executable::build(ctx, program, options.max_rows.max(1), options.matmul)
+            .map_err(GpuRefusal::Device)?;
         let name = format!("wgpu:{}", ctx.info.name);
         Ok(Self { ctx: ctx.clone(), exec, signature: signature.clone(), name, options })
     }
@@ -204,6 +223,14 @@ impl Runtime for GpuRuntime {
     }
 
     fn run(&self, input: &InputBatch) -> Result<OutputBatch, ModelError> {
+        self.run_with(input, self.options.matmul)
+    }
+}
+
+impl GpuRuntime {
+    /// Run `input` with the tiled matmul kernel `matmul` says (the load-time check runs each);
+    /// a kernel the model was not built with falls back to the 64×64 one.
+    pub fn run_with(&self, input: &InputBatch, matmul: MatmulTile) -> Result<OutputBatch, ModelError> {
         check_input(&self.signature, input)?;
         if self.ctx.is_lost() {
             return Err(ModelError::Run("gpu: the device is lost".into()));
@@ -216,7 +243,7 @@ impl Runtime for GpuRuntime {
             let rows = chunk.min(input.rows - start);
             let values = &input.values[start * input.width..(start + rows) * input.width];
             for (all, part) in
-                outputs.iter_mut().zip(self.exec.run(&self.ctx, values, rows, self.options.poison)?)
+                outputs.iter_mut().zip(self.exec.run(&self.ctx, values, rows, self.options.poison, matmul)?)
             {
                 all.extend_from_slice(&part);
             }

@@ -16,6 +16,10 @@ pub(crate) const MAX_GROUPS_X: u32 = 65_535;
 /// rows and columns 16 apart, so a warp reads consecutive words of the shared tile (no bank
 /// conflicts) and writes consecutive words of the output.
 pub(crate) const TILE: u32 = 64;
+/// Output tile of the wide matmul kernel; each of its 16×16 threads computes 8×8, again 16
+/// apart. Twice the multiply-adds per shared-memory read of the 64 tile, a quarter of the
+/// workgroups: for products large enough to fill the device.
+pub(crate) const WIDE_TILE: u32 = 128;
 /// Most rows (`M`) the skinny matmul kernel takes; taller products use the tiled kernel.
 pub(crate) const SKINNY_ROWS: usize = 8;
 /// Output columns per workgroup of the skinny kernel; its 256 threads split `K` in 8 slices.
@@ -87,6 +91,106 @@ pub(crate) fn shader(kind: &StepKind) -> String {
         }
     }
     src
+}
+
+/// The wide variant of a matmul step (see [`wide_matmul`]), `None` for other steps.
+pub(crate) fn wide_shader(kind: &StepKind) -> Option<String> {
+    let StepKind::MatMul { m_per_row, k, n, bias, activation, .. } = kind else { return None };
+    let mut src = PRELUDE.to_string();
+    inputs(&mut src, bindings(kind).len());
+    wide_matmul(&mut src, *m_per_row, *k, *n, *bias, *activation);
+    Some(src)
+}
+
+/// `out[M, n] = act(a[M, k] · b[k, n] + bias)` in 128×128 tiles, `k` in steps of 8 through
+/// shared memory; each thread keeps its 8×8 sums in 64 scalar variables (written out, so no
+/// compiler has to keep an indexed array in registers) and reads 16 shared words per 64
+/// multiply-adds.
+fn wide_matmul(
+    src: &mut String,
+    m_per_row: usize,
+    k: usize,
+    n: usize,
+    bias: Option<(usize, usize)>,
+    act: Activation,
+) {
+    let t = WIDE_TILE;
+    let _ = write!(
+        src,
+        "
+const K: u32 = {k}u;
+const NO: u32 = {n}u;
+var<workgroup> As: array<f32, {shared}>;
+var<workgroup> Bs: array<f32, {shared}>;
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {{
+  let M = p.n * {m_per_row}u;
+  let row0 = wg.y * {t}u;
+  let col0 = wg.x * {t}u;
+  let tid = l.y * 16u + l.x;
+",
+        shared = 8 * t
+    );
+    for i in 0..8 {
+        let _ = writeln!(
+            src,
+            "  {}",
+            (0..8).map(|j| format!("var c{i}{j} = 0.0;")).collect::<Vec<_>>().join(" ")
+        );
+    }
+    let _ = write!(
+        src,
+        "  for (var k0 = 0u; k0 < K; k0 = k0 + 8u) {{
+    for (var e = 0u; e < 4u; e = e + 1u) {{
+      let idx = tid + e * 256u;
+      let m = idx / 8u;
+      let kk = idx % 8u;
+      var v = 0.0;
+      if (row0 + m < M && k0 + kk < K) {{ v = in0[(row0 + m) * K + k0 + kk]; }}
+      As[kk * {t}u + m] = v;
+      let kb = idx / {t}u;
+      let nb = idx % {t}u;
+      var w = 0.0;
+      if (k0 + kb < K && col0 + nb < NO) {{ w = in1[(k0 + kb) * NO + col0 + nb]; }}
+      Bs[kb * {t}u + nb] = w;
+    }}
+    workgroupBarrier();
+    for (var kk = 0u; kk < 8u; kk = kk + 1u) {{
+"
+    );
+    for i in 0..8 {
+        let _ = writeln!(src, "      let a{i} = As[kk * {t}u + l.y + {}u];", 16 * i);
+    }
+    for j in 0..8 {
+        let _ = writeln!(src, "      let b{j} = Bs[kk * {t}u + l.x + {}u];", 16 * j);
+    }
+    for i in 0..8 {
+        for j in 0..8 {
+            let _ = writeln!(src, "      c{i}{j} = fma(a{i}, b{j}, c{i}{j});");
+        }
+    }
+    src.push_str(
+        "    }
+    workgroupBarrier();
+  }
+",
+    );
+    let (bias, act) = (bias_term(bias), epilogue(act));
+    for i in 0..8 {
+        for j in 0..8 {
+            let _ = writeln!(
+                src,
+                "  {{ let gm = row0 + l.y + {}u; let gn = col0 + l.x + {}u; \
+                 if (gm < M && gn < NO) {{ let v = c{i}{j} + {bias}; out[gm * NO + gn] = {act}; }} }}",
+                16 * i,
+                16 * j
+            );
+        }
+    }
+    src.push_str(
+        "}
+",
+    );
 }
 
 /// The skinny variant of a matmul step (see [`skinny_matmul`]), `None` for other steps.

@@ -18,6 +18,10 @@ fn example_configs_in_deploy_parse_and_validate() {
     assert_eq!(node.region, "eu-west");
     assert_eq!(node.control_url.as_deref(), Some("https://control.internal:7070"));
     assert!(node.mesh.enabled() && node.mesh.seeds.len() == 2, "{:?}", node.mesh);
+    let tiles = NodeConfig::from_toml("[gpu]\nmatmul_tile = \"128\"").unwrap();
+    assert_eq!(tiles.gpu.matmul_tile, meridian_models::runtime::gpu::MatmulTile::T128);
+    let err = NodeConfig::from_toml("[gpu]\nmatmul_tile = \"96\"").unwrap_err();
+    assert!(err.contains("matmul_tile") || err.contains("96"), "{err}");
     // Every deploy/*.toml is one of the two kinds.
     for entry in
         std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")).unwrap()

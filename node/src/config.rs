@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use std::collections::BTreeMap;
 
+use meridian_models::runtime::gpu::MatmulTile;
 pub use meridian_models::runtime::select::RuntimeMode;
 use serde::{Deserialize, Serialize};
 
@@ -89,11 +90,14 @@ pub struct GpuConfig {
     pub allow_software: bool,
     /// Rows per GPU submission at most; larger batches run as several (bounds device memory).
     pub max_rows_per_submission: usize,
+    /// The tiled matmul kernel for batches of more than 8 rows: `auto` (128×128 tiles for large
+    /// products, else 64×64), `64` or `128`.
+    pub matmul_tile: MatmulTile,
 }
 
 impl Default for GpuConfig {
     fn default() -> Self {
-        Self { allow_software: false, max_rows_per_submission: 8192 }
+        Self { allow_software: false, max_rows_per_submission: 8192, matmul_tile: MatmulTile::Auto }
     }
 }
 

@@ -37,7 +37,11 @@ async fn obtain(
     let placement = Placement {
         mode,
         gpu: state.gpu.clone(),
-        options: GpuModelOptions { max_rows: state.config.gpu.max_rows_per_submission, ..Default::default() },
+        options: GpuModelOptions {
+            max_rows: state.config.gpu.max_rows_per_submission,
+            poison: false,
+            matmul: state.config.gpu.matmul_tile,
+        },
     };
     let fault = state
         .config

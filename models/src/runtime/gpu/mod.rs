@@ -136,15 +136,19 @@ impl Default for GpuModelOptions {
     }
 }
 
-/// The tiled matmul kernels (products of up to 8 rows always run the skinny kernel).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The tiled matmul kernels (products of up to 8 rows always run the skinny kernel). In a
+/// node's config: `matmul_tile = "auto" | "64" | "128"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MatmulTile {
     /// 128×128 tiles when a product has at least [`WIDE_MIN_TILES`] of them, else 64×64.
     #[default]
+    #[serde(rename = "auto")]
     Auto,
     /// 64×64 tiles, 4×4 per thread.
+    #[serde(rename = "64")]
     T64,
     /// 128×128 tiles, 8×8 per thread.
+    #[serde(rename = "128")]
     T128,
 }
 

@@ -97,6 +97,9 @@ pub(crate) struct Executable {
     pub max_rows: usize,
 }
 
+/// Longest a batch may take on the device.
+const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn gpu_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::Run(format!("gpu: {e}"))
 }
@@ -382,17 +385,27 @@ impl Executable {
             offset += bytes;
         }
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        queue.submit(Some(encoder.finish()));
+        let submission = queue.submit(Some(encoder.finish()));
         let slice = res.staging.slice(0..offset);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(gpu_err)?;
+        // A batch that has not finished in a minute is a hung device: the error moves the model
+        // to tract (see `select::Fallback`) instead of holding its worker forever, and marking
+        // the device lost moves every other model on it at its next batch.
+        // Every model on the device moves then, not each after its own minute.
+        let waited = ctx
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: Some(BATCH_TIMEOUT) });
+        if let Err(e) = waited {
+            ctx.mark_lost();
+            return Err(gpu_err(e));
+        }
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(gpu_err(e));
         }
-        rx.recv_timeout(std::time::Duration::from_secs(60)).map_err(gpu_err)?.map_err(gpu_err)?;
+        rx.recv_timeout(BATCH_TIMEOUT).map_err(gpu_err)?.map_err(gpu_err)?;
         let data: Vec<f32> = {
             let view = slice.get_mapped_range().map_err(gpu_err)?;
             bytemuck::pod_collect_to_vec(&view)

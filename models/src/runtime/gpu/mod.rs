@@ -112,7 +112,7 @@ impl GpuContext {
         self.lost.load(Ordering::SeqCst)
     }
 
-    /// Mark the device unusable (tests use it to stand in for a lost adapter).
+    /// Mark the device unusable: a batch that timed out, or tests standing in for a lost adapter.
     pub fn mark_lost(&self) {
         self.lost.store(true, Ordering::SeqCst);
     }

@@ -101,6 +101,12 @@ async fn v2_bad_inputs_get_clear_errors() {
         (input(json!([1, 30]), "INT64", json!(vec![0; 30])), 400, "datatype INT64"),
         (input(json!([2, 30]), "FP32", json!(vec![0.0; 30])), 400, "needs 60 values, data has 30"),
         (input(json!([1, 30]), "FP32", json!(vec!["x"; 30])), 400, "not a number"),
+        // Sized from the shape before the data: these once aborted the whole process.
+        (input(json!([1_000_000_000, 30]), "FP32", json!(vec![0.0; 30])), 413, "the limit is 10000"),
+        (input(json!([u64::MAX / 10, 30]), "FP32", json!(vec![0.0; 30])), 413, "the limit is 10000"),
+        // Nested data must follow the shape, not merely hold as many numbers.
+        (input(json!([2, 30]), "FP32", json!([vec![0.0; 29], vec![0.0; 31]])), 400, "row 0 has 29 values"),
+        (input(json!([2, 30]), "FP32", json!([vec![0.0; 30]])), 400, "needs 2 rows, data has 1"),
         (
             json!({ "inputs": [{ "name": "x", "shape": [1, 30], "datatype": "FP32", "data": vec![0.0; 30] }] }),
             400,

@@ -181,7 +181,7 @@ async fn infer_inner(
         }
     };
     obs.served_by(&model, assignment.as_ref());
-    let input = decode_input(&model, &request, &binary)?;
+    let input = decode_input(&model, &request, &binary, state.config.max_rows_per_request)?;
     let rows = input.rows;
     let copy = assignment.as_ref().and_then(|a| a.shadow.clone()).map(|m| (m, input.clone()));
     let computed = run(state, &model, input).await?;
@@ -193,11 +193,22 @@ async fn infer_inner(
     Ok((encode_response(&model, &request, out, assignment.as_ref())?, rows))
 }
 
-fn decode_input(model: &LoadedModel, request: &InferRequest, binary: &[u8]) -> Result<InputBatch, ApiError> {
+fn decode_input(
+    model: &LoadedModel,
+    request: &InferRequest,
+    binary: &[u8],
+    limit: usize,
+) -> Result<InputBatch, ApiError> {
     let (input, rows) = check_input(model, request)?;
+    // Before anything is sized from the claimed shape.
+    if rows > limit {
+        return Err(ApiError::too_large(format!(
+            "input {:?} has {rows} rows; the limit is {limit} per request",
+            input.name
+        )));
+    }
     let width = model.width();
-    let count = rows.checked_mul(width).ok_or_else(|| ApiError::bad_request("input shape is too large"))?;
-    let values = input_values(input, count, binary)?;
+    let values = input_values(input, rows, width, binary)?;
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(ApiError::bad_request(format!(
             "input {:?}: element {i} (row {}, column {}) is not finite",
@@ -248,7 +259,7 @@ fn check_input<'r>(
 }
 
 /// The input's `count` values, from JSON `data` or from the binary part.
-fn input_values(input: &InferInput, count: usize, binary: &[u8]) -> Result<Vec<f32>, ApiError> {
+fn input_values(input: &InferInput, rows: usize, width: usize, binary: &[u8]) -> Result<Vec<f32>, ApiError> {
     match (input.parameters.get("binary_data_size"), &input.data) {
         (Some(size), None) => {
             let size = size
@@ -260,9 +271,9 @@ fn input_values(input: &InferInput, count: usize, binary: &[u8]) -> Result<Vec<f
                     binary.len()
                 )));
             }
-            v2_binary::f32s(binary, count, &input.name)
+            v2_binary::f32s(binary, rows * width, &input.name)
         }
-        (None, Some(data)) => json_values(data, count, &input.name),
+        (None, Some(data)) => json_values(data, rows, width, &input.name),
         (Some(_), Some(_)) => {
             Err(ApiError::bad_request(format!("input {:?} has both data and binary_data_size", input.name)))
         }
@@ -270,35 +281,56 @@ fn input_values(input: &InferInput, count: usize, binary: &[u8]) -> Result<Vec<f
     }
 }
 
-/// Flatten nested JSON arrays of numbers (row-major), checking the count against the shape.
-fn json_values(data: &Value, count: usize, input: &str) -> Result<Vec<f32>, ApiError> {
-    let mut out = Vec::with_capacity(count);
-    let mut stack = vec![data];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Array(items) => stack.extend(items.iter().rev()),
-            Value::Number(n) => {
-                let x = n.as_f64().unwrap_or(f64::NAN) as f32;
-                out.push(x);
-            }
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "input {input:?}: element {} is {other}, not a number",
-                    out.len()
-                )))
+/// The values of JSON `data` for a `[rows, width]` input: flat (`rows · width` numbers) or
+/// nested to the shape (`rows` arrays of `width` numbers); a ragged nesting is refused.
+fn json_values(data: &Value, rows: usize, width: usize, input: &str) -> Result<Vec<f32>, ApiError> {
+    let count = rows * width;
+    let Value::Array(items) = data else {
+        return Err(ApiError::bad_request(format!("input {input:?}: data must be an array of numbers")));
+    };
+    let number = |v: &Value, at: usize| match v {
+        Value::Number(n) => Ok(n.as_f64().unwrap_or(f64::NAN) as f32),
+        other => {
+            Err(ApiError::bad_request(format!("input {input:?}: element {at} is {other}, not a number")))
+        }
+    };
+    if items.first().is_some_and(Value::is_array) {
+        if items.len() != rows {
+            return Err(ApiError::bad_request(format!(
+                "input {input:?}: the shape needs {rows} rows, data has {}",
+                items.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(count);
+        for (r, row) in items.iter().enumerate() {
+            match row {
+                Value::Array(values) if values.len() == width => {
+                    for v in values {
+                        out.push(number(v, out.len())?);
+                    }
+                }
+                Value::Array(values) => {
+                    return Err(ApiError::bad_request(format!(
+                        "input {input:?}: row {r} has {} values, the shape needs {width}",
+                        values.len()
+                    )))
+                }
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "input {input:?}: row {r} is {other}, not an array of {width} numbers"
+                    )))
+                }
             }
         }
-        if out.len() > count {
-            break;
-        }
+        return Ok(out);
     }
-    if out.len() != count {
+    if items.len() != count {
         return Err(ApiError::bad_request(format!(
             "input {input:?}: the shape needs {count} values, data has {}",
-            if out.len() > count { format!("more than {count}") } else { out.len().to_string() }
+            items.len()
         )));
     }
-    Ok(out)
+    items.iter().enumerate().map(|(i, v)| number(v, i)).collect()
 }
 
 fn json_data(data: &TensorData) -> Value {

@@ -288,22 +288,40 @@ async fn bad_lines_are_reported_by_line_and_the_rest_is_scored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_submissions_are_refused_with_the_reason_and_a_full_disk_fails_the_job() {
     let dir = tempfile::tempdir().unwrap();
-    let (control, nodes) = mesh(dir.path(), &["n1"], |c| c.limits.batch_per_minute = 6).await;
+    let root = dir.path().join("batch");
+    std::fs::create_dir(&root).unwrap();
+    let roots = vec![root.clone(), "/dev".into()];
+    let (control, nodes) = mesh(dir.path(), &["n1"], |c| {
+        c.limits.batch_per_minute = 9;
+        c.batch.paths = roots.clone();
+    })
+    .await;
     let node = nodes[0].url();
     let url = format!("{node}/api/v1/batch");
-    let input = dir.path().join("rows.csv");
+    let input = root.join("rows.csv");
     let (names, rows) = rows(50);
     std::fs::write(&input, csv_of(&names, &rows)).unwrap();
+    let outside = dir.path().join("outside.csv");
+    std::fs::write(&outside, csv_of(&names, &rows)).unwrap();
     let (code, e) = post_json(&url, &json!({"model": "nope", "input": input})).await;
     assert_eq!(code, 404, "{e}");
     assert!(e["error"].as_str().unwrap().contains("nope"));
-    let (code, e) = post_json(&url, &json!({"model": MODEL, "input": dir.path().join("missing.csv")})).await;
-    assert_eq!(code, 400, "{e}");
-    assert!(e["error"].as_str().unwrap().contains("missing.csv"), "{e}");
-    let (code, e) =
-        post_json(&url, &json!({"model": MODEL, "input": input, "output": "/proc/nope/out.csv"})).await;
-    assert_eq!(code, 400, "{e}");
-    assert!(e["error"].as_str().unwrap().contains("/proc/nope/out.csv"), "{e}");
+    // Each refused with 400 and the reason, naming the path.
+    for (body, reason) in [
+        (json!({"model": MODEL, "input": root.join("missing.csv")}), "missing.csv"),
+        (json!({"model": MODEL, "input": input, "output": root.join("no/out.csv")}), "no/out.csv"),
+        // Files outside batch.paths, to read or to write.
+        (json!({"model": MODEL, "input": outside}), "not under this node's batch.paths"),
+        (json!({"model": MODEL, "input": input, "output": outside}), "not under this node's batch.paths"),
+        // A device never ends: it is no input (this once hung the node and grew without bound).
+        (json!({"model": MODEL, "input": "/dev/zero", "format": "csv"}), "not a regular file"),
+        (json!({"model": MODEL, "input": input, "output": input}), "it is the input file"),
+    ] {
+        let (code, e) = post_json(&url, &body).await;
+        assert_eq!(code, 400, "{body} -> {e}");
+        assert!(e["error"].as_str().unwrap().contains(reason), "{reason:?} not in {e}");
+    }
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), csv_of(&names, &rows), "nothing was written");
     // Disk full while writing the output: the job fails with the reason, its checkpoint kept.
     if std::path::Path::new("/dev/full").exists() {
         let (code, answer) =
@@ -317,9 +335,9 @@ async fn bad_submissions_are_refused_with_the_reason_and_a_full_disk_fails_the_j
         assert_eq!(failed["rows_done"], 50);
         assert!(nodes[0].handle.state.batch.store.chunk_count(id) > 0, "the checkpoint is intact");
     }
-    // The submission limit (6 a minute here): every submission above counted, refused or not.
-    let used = if std::path::Path::new("/dev/full").exists() { 4 } else { 3 };
-    for _ in used..6 {
+    // The submission limit (9 a minute here): every submission above counted, refused or not.
+    let used = if std::path::Path::new("/dev/full").exists() { 8 } else { 7 };
+    for _ in used..9 {
         let (code, answer) = post_json(&url, &json!({"model": MODEL, "input": input})).await;
         assert_eq!(code, 202, "{answer}");
     }

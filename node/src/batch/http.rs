@@ -156,7 +156,7 @@ async fn accept(
         .map_err(|e| ApiError::bad_request(format!("cannot read the input: {e}")))?;
     let output_format = named(&params.output_format)?.unwrap_or(input_format);
     let output = match &params.output {
-        Some(path) => writable(path)?,
+        Some(path) => super::paths::output_file(&state.config.batch.paths, path, &input)?,
         None => dir.join(format!("output.{}", output_format.extension())),
     };
     let first = params.first_row.unwrap_or(0).min(total);
@@ -221,37 +221,10 @@ async fn source(
             "input {input:?}: only node paths, file:// and http(s):// URLs are supported (no object stores yet)"
         )));
     }
-    if !state.config.batch.allow_paths {
-        return Err(ApiError::bad_request("this node does not read inputs from its disk; upload the file"));
-    }
-    let path = PathBuf::from(path);
-    if !path.is_absolute() {
-        return Err(ApiError::bad_request(format!("input {input:?} must be an absolute path on the node")));
-    }
-    Ok((path.clone(), by_name(input)?, false))
-}
-
-/// `path` as an output file: absolute, and creatable or writable now.
-fn writable(path: &str) -> Result<PathBuf, ApiError> {
-    let refuse = |why: String| ApiError::bad_request(format!("output {path:?} cannot be written: {why}"));
-    let p = PathBuf::from(path);
-    if !p.is_absolute() {
-        return Err(refuse("it must be an absolute path on the node".into()));
-    }
-    if p.is_dir() {
-        return Err(refuse("it is a directory".into()));
-    }
-    let existed = p.exists();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .map_err(|e| refuse(e.to_string()))?;
-    if !existed {
-        let _ = std::fs::remove_file(&p);
-    }
-    Ok(p)
+    let format = by_name(input)?;
+    let path =
+        super::paths::input_file(&state.config.batch.paths, path, state.config.batch.max_upload_bytes)?;
+    Ok((path, format, false))
 }
 
 /// Write a body stream to `path`, at most `limit` bytes.

@@ -18,6 +18,7 @@
 pub mod format;
 pub mod http;
 pub mod job;
+pub mod paths;
 pub mod read;
 pub mod runner;
 pub mod spread;
@@ -51,8 +52,9 @@ pub struct BatchConfig {
     pub max_running: usize,
     /// Unfinished jobs (queued or running) a node keeps; more are refused with 429.
     pub max_jobs: usize,
-    /// Whether a submission may name an input file on the node's disk (else uploads and URLs).
-    pub allow_paths: bool,
+    /// Directories under which a submission may name input and output files on the node's
+    /// disk; empty (the default): none, only uploads and http(s) inputs, results fetched.
+    pub paths: Vec<std::path::PathBuf>,
 }
 
 impl Default for BatchConfig {
@@ -63,7 +65,7 @@ impl Default for BatchConfig {
             model_rows: 1_024,
             max_running: 1,
             max_jobs: 100,
-            allow_paths: true,
+            paths: Vec::new(),
         }
     }
 }

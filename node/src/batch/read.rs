@@ -22,6 +22,21 @@ use super::format::{text_cell, Column, Format, Layout, Parsed, ParsedRow};
 /// Longest NDJSON line read; longer lines are refused (and skipped).
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
+/// Read the next line into `buf` (cleared first): `None` at the end, `Some(true)` when the
+/// line was longer than [`MAX_LINE_BYTES`] (the rest of it is skipped without being kept).
+fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let limit = (MAX_LINE_BYTES + 1) as u64;
+    if std::io::Read::take(&mut *reader, limit).read_until(b'\n', buf)? == 0 {
+        return Ok(None);
+    }
+    let too_long = buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n');
+    if too_long {
+        reader.skip_until(b'\n')?;
+    }
+    Ok(Some(too_long))
+}
+
 /// Rows of an input file, in order. `Err` only for I/O failures (the job fails).
 pub type Rows = Box<dyn Iterator<Item = Result<Parsed, String>> + Send>;
 
@@ -81,11 +96,12 @@ pub fn count_rows(path: &Path, format: Format) -> Result<u64, String> {
             let mut reader = BufReader::new(file);
             let mut buf = Vec::new();
             let mut n = 0;
-            while reader.read_until(b'\n', &mut buf).map_err(|e| format!("cannot read: {e}"))? > 0 {
-                if !buf.trim_ascii().is_empty() {
+            while let Some(too_long) =
+                next_line(&mut reader, &mut buf).map_err(|e| format!("cannot read: {e}"))?
+            {
+                if too_long || !buf.trim_ascii().is_empty() {
                     n += 1;
                 }
-                buf.clear();
             }
             Ok(n)
         }
@@ -202,22 +218,14 @@ impl Iterator for NdjsonRows {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            self.buf.clear();
-            let limit = (MAX_LINE_BYTES + 1) as u64;
-            let read = std::io::Read::take(&mut self.reader, limit).read_until(b'\n', &mut self.buf);
-            match read {
-                Ok(0) => return None,
-                Ok(_) => {}
+            let too_long = match next_line(&mut self.reader, &mut self.buf) {
+                Ok(None) => return None,
+                Ok(Some(too_long)) => too_long,
                 Err(e) => return Some(Err(format!("cannot read: {e}"))),
-            }
+            };
             self.line += 1;
             let (index, line) = (self.index, self.line);
-            if self.buf.len() > MAX_LINE_BYTES && self.buf.last() != Some(&b'\n') {
-                // Skip the rest of the line.
-                let mut rest = Vec::new();
-                if let Err(e) = self.reader.read_until(b'\n', &mut rest) {
-                    return Some(Err(format!("cannot read: {e}")));
-                }
+            if too_long {
                 self.index += 1;
                 let reason = format!("the line is longer than {MAX_LINE_BYTES} bytes");
                 return Some(Ok(Parsed::Bad { index, line, reason }));

@@ -1,5 +1,6 @@
 //! Starting and stopping the control service.
 
+use meridian_node::transport::tcp::{self, HttpLimits};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -93,8 +94,8 @@ pub async fn spawn(
     // open the same data directory at once.
     let task = tokio::spawn(async move {
         let served = match tls {
-            Some(tls) => meridian_node::transport::tcp::serve_tls(listener, tls.tcp, app, shutdown).await,
-            None => axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await,
+            Some(tls) => tcp::serve(listener, Some(tls.tcp), app, HttpLimits::default(), shutdown).await,
+            None => tcp::serve(listener, None, app, HttpLimits::default(), shutdown).await,
         }
         .map_err(ControlError::Serve);
         let _ = rollouts.await;

@@ -32,6 +32,15 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Largest request body; larger ones get 413.
     pub max_body_bytes: usize,
+    /// TCP connections (HTTP/1.1 and HTTP/2) open at once; the listener waits while this many
+    /// are open.
+    pub max_connections: usize,
+    /// An HTTP/1.1 request's headers must arrive within this; an idle keep-alive connection
+    /// is closed after it.
+    pub header_timeout_ms: u64,
+    /// A request body that sends nothing for this long is cut off (an NDJSON stream must send
+    /// a line at least this often).
+    pub body_idle_timeout_ms: u64,
     /// Most rows in one predict or infer request; more get 413.
     pub max_rows_per_request: usize,
     /// Requests waiting per model version; when full, new ones get 429 at once.
@@ -162,6 +171,9 @@ impl Default for NodeConfig {
             control_url: None,
             data_dir: PathBuf::from("/var/lib/meridian/node"),
             max_body_bytes: 4 << 20,
+            max_connections: 4096,
+            header_timeout_ms: 10_000,
+            body_idle_timeout_ms: 30_000,
             max_rows_per_request: 10_000,
             queue_capacity: 256,
             workers_per_model: 1,
@@ -225,6 +237,9 @@ impl NodeConfig {
         }
         for (name, value) in [
             ("max_body_bytes", self.max_body_bytes),
+            ("max_connections", self.max_connections),
+            ("header_timeout_ms", self.header_timeout_ms as usize),
+            ("body_idle_timeout_ms", self.body_idle_timeout_ms as usize),
             ("max_rows_per_request", self.max_rows_per_request),
             ("queue_capacity", self.queue_capacity),
             ("workers_per_model", self.workers_per_model),

@@ -149,6 +149,11 @@ impl Front {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let tls = self.tcp_tls();
+        let limits = crate::transport::tcp::HttpLimits {
+            max_connections: state.config.max_connections,
+            header_timeout: std::time::Duration::from_millis(state.config.header_timeout_ms),
+            body_idle_timeout: std::time::Duration::from_millis(state.config.body_idle_timeout_ms),
+        };
         let quic = self.quic.map(|endpoint| {
             tokio::spawn(crate::transport::quic::serve(endpoint, state, app.clone(), shutdown.clone()))
         });
@@ -156,12 +161,8 @@ impl Front {
             Some(at) => crate::serve::advertise_h3(app, at.port()),
             None => app,
         };
-        let served = match tls {
-            Some(tls) => crate::transport::tcp::serve_tls(self.listener, tls.tcp, tcp_app, shutdown).await,
-            None => {
-                axum::serve(self.listener, tcp_app).with_graceful_shutdown(shutdown.cancelled_owned()).await
-            }
-        };
+        let served =
+            crate::transport::tcp::serve(self.listener, tls.map(|t| t.tcp), tcp_app, limits, shutdown).await;
         if let Some(quic) = quic {
             let _ = quic.await;
         }

@@ -1,12 +1,12 @@
-//! HTTP/1.1 and HTTP/2 over TLS 1.3 on TCP: rustls in front of the same axum router the
-//! plaintext development listener serves. Handshakes are bounded in time; shutdown drains
-//! in-flight requests.
+//! HTTP/1.1 and HTTP/2 on TCP, over TLS 1.3 (rustls) or plaintext for development, in front
+//! of the axum router. Handshakes, request headers and idle request bodies are bounded in
+//! time, open connections in number; shutdown drains in-flight requests.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -17,15 +17,81 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve_tls(
+/// What one TCP listener allows its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections open at once; the listener stops accepting while this many are open.
+    pub max_connections: usize,
+    /// An HTTP/1.1 request's headers must arrive within this, and an idle keep-alive
+    /// connection is closed after it.
+    pub header_timeout: Duration,
+    /// A request body that sends nothing for this long is cut off (408 if the handler is still
+    /// reading it).
+    pub body_idle_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Whether a plaintext connection opens with HTTP/2's preface (prior knowledge), looking at its
+/// first bytes without consuming them; `None` when it sends too little within `within`.
+async fn sniff_h2(tcp: &tokio::net::TcpStream, within: Duration) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let look = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = tcp.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != PREFACE[..n] {
+                return Some(false);
+            }
+            if n == PREFACE.len() {
+                return Some(true);
+            }
+            // A prefix of the preface so far: wait for more.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(within, look).await.ok().flatten()
+}
+
+/// Serve `router` on `listener` (over TLS 1.3 when `tls` is set) until `shutdown`, within
+/// `limits`; then drain open connections for at most [`DRAIN_TIMEOUT`].
+pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
+    limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let idle = limits.body_idle_timeout;
+    let service = tower::ServiceBuilder::new()
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle))
+        .map_request(|req: axum::http::Request<_>| req.map(axum::body::Body::new))
+        .service(router);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
     loop {
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -39,17 +105,34 @@ pub async fn serve_tls(
             () = shutdown.cancelled() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, router, watcher) = (acceptor.clone(), router.clone(), graceful.watcher());
+        let (acceptor, service, watcher, builder) =
+            (acceptor.clone(), service.clone(), graceful.watcher(), builder.clone());
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            let _permit = permit;
+            let service = TowerToHyperService::new(service);
+            let served = match acceptor {
+                Some(acceptor) => {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
+                    // ALPN chose the protocol: no sniffing of the first bytes, whose wait is unbounded.
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                None => {
+                    let Some(h2) = sniff_h2(&tcp, limits.header_timeout).await else {
+                        return tracing::debug!(%peer, "no request within the header timeout");
+                    };
+                    let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    watcher.watch(conn.into_owned()).await
+                }
             };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let conn =
-                builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(router));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -162,7 +162,9 @@ async fn read_ndjson(
 ) {
     let max_line = state.config.max_body_bytes;
     let mut data = body.into_data_stream();
-    let (mut buf, mut rows, mut line_no) = (BytesMut::new(), Vec::<Map<String, Value>>::new(), 0usize);
+    // Each gathered row with its line number (blank lines are skipped, so they differ).
+    let (mut buf, mut rows, mut line_no) =
+        (BytesMut::new(), Vec::<(usize, Map<String, Value>)>::new(), 0usize);
     loop {
         let next = data.next().await;
         let ended = match next {
@@ -188,24 +190,31 @@ async fn read_ndjson(
                 continue;
             }
             match serde_json::from_slice::<Map<String, Value>>(text) {
-                Ok(row) => rows.push(row),
+                Ok(row) => rows.push((line_no, row)),
                 Err(e) => {
+                    // The lines before it are answered first.
+                    if !queue(&state, &model, &mut rows, &tx).await {
+                        return;
+                    }
                     let e =
                         ApiError::bad_request(format!("line {line_no}: not a JSON object of features: {e}"));
                     let _ = tx.send(Err((line_no, e))).await;
                     return;
                 }
             }
-            if rows.len() >= CHUNK_ROWS && !queue(&state, &model, &mut rows, line_no, &tx).await {
+            if rows.len() >= CHUNK_ROWS && !queue(&state, &model, &mut rows, &tx).await {
                 return;
             }
         }
         if buf.len() > max_line {
+            if !queue(&state, &model, &mut rows, &tx).await {
+                return;
+            }
             let e = ApiError::too_large(format!("line {} is longer than {max_line} bytes", line_no + 1));
             let _ = tx.send(Err((line_no + 1, e))).await;
             return;
         }
-        if !rows.is_empty() && !queue(&state, &model, &mut rows, line_no, &tx).await {
+        if !queue(&state, &model, &mut rows, &tx).await {
             return;
         }
         if ended {
@@ -214,32 +223,54 @@ async fn read_ndjson(
     }
 }
 
-/// Queue the gathered rows as one chunk; false when the stream must stop.
+/// Queue the gathered rows as one chunk (nothing when there are none); false when the stream
+/// must stop. A row the model refuses ends the stream with its line, after the rows before it
+/// in the chunk were queued, so every line before the bad one is answered.
 async fn queue(
     state: &NodeState,
     model: &Arc<LoadedModel>,
-    rows: &mut Vec<Map<String, Value>>,
-    line_no: usize,
+    rows: &mut Vec<(usize, Map<String, Value>)>,
     tx: &mpsc::Sender<Result<Pending, (usize, ApiError)>>,
 ) -> bool {
-    let first = line_no + 1 - rows.len();
-    let chunk = std::mem::take(rows);
-    let pending = match super::seed::plain_batch(model, &chunk) {
-        Ok(input) => start(state, model, input, "stream").await.map_err(|e| (first, e)),
-        Err(e) => Err((first, offset_rows(e, first))),
+    if rows.is_empty() {
+        return true;
+    }
+    let (lines, chunk): (Vec<usize>, Vec<Map<String, Value>>) = std::mem::take(rows).into_iter().unzip();
+    let (good, refused) = match super::seed::plain_batch(model, &chunk) {
+        Ok(input) => (Some(input), None),
+        Err(e) => match bad_row(&e).filter(|i| *i < lines.len()) {
+            Some(i) => {
+                let before = if i == 0 { None } else { super::seed::plain_batch(model, &chunk[..i]).ok() };
+                (before, Some((lines[i], on_line(e, lines[i]))))
+            }
+            None => (None, Some((lines[0], e))),
+        },
     };
-    let failed = pending.is_err();
-    tx.send(pending).await.is_ok() && !failed
+    if let Some(input) = good {
+        let pending = start(state, model, input, "stream").await.map_err(|e| (lines[0], e));
+        let failed = pending.is_err();
+        if tx.send(pending).await.is_err() || failed {
+            return false;
+        }
+    }
+    match refused {
+        Some(error) => {
+            let _ = tx.send(Err(error)).await;
+            false
+        }
+        None => true,
+    }
+}
+
+/// The index `i` of a chunk error `rows[i]: ...`.
+fn bad_row(e: &ApiError) -> Option<usize> {
+    e.message.strip_prefix("rows[")?.split_once(']')?.0.parse().ok()
 }
 
 /// `rows[i]: ...` in a chunk's error → `line N: ...` in the stream.
-fn offset_rows(mut e: ApiError, first_line: usize) -> ApiError {
-    if let Some(rest) = e.message.strip_prefix("rows[") {
-        if let Some((index, tail)) = rest.split_once(']') {
-            if let Ok(i) = index.parse::<usize>() {
-                e.message = format!("line {}{tail}", first_line + i);
-            }
-        }
+fn on_line(mut e: ApiError, line: usize) -> ApiError {
+    if let Some((_, tail)) = e.message.split_once(']') {
+        e.message = format!("line {line}{tail}");
     }
     e
 }

@@ -299,34 +299,6 @@ async fn bad_handshakes_and_frames_get_their_errors_and_the_node_keeps_serving()
             client.post("/api/v1/models/breast-cancer-mlp/predict", "{\"rows\":".into()).await.unwrap();
         assert_eq!(status, 400, "{body:?}");
     }
-    // Every line before a bad one is answered, and the error names the bad line, also when it
-    // sits inside a chunk and blank lines came before it.
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
-        .build()
-        .unwrap();
-    let good: Vec<String> = rows(300).iter().map(|r| serde_json::to_string(r).unwrap()).collect();
-    let missing = "{\"mean_radius\": 1.0}".to_string();
-    for (lines, answered, bad_line) in [
-        ([&good[..2], &[String::new(), missing.clone(), good[0].clone()]].concat(), 2, 4),
-        ([&good[..], &[String::new(), missing.clone(), good[0].clone()]].concat(), 300, 302),
-        ([&good[..5], &["{not json".to_string()]].concat(), 5, 6),
-    ] {
-        let resp = http
-            .post(format!("{}/api/v1/models/{MLP}/stream", node.url()))
-            .header("content-type", "application/x-ndjson")
-            .body(lines.join("\n"))
-            .send()
-            .await
-            .unwrap();
-        let text = resp.text().await.unwrap();
-        let out: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(out.len(), answered + 1, "{text}");
-        assert!(out[..answered].iter().all(|p| p.get("prediction").is_some()), "{text}");
-        let error = &out[answered];
-        assert_eq!(error["line"], bad_line, "{error}");
-        assert!(error["error"].as_str().unwrap().contains(&format!("line {bad_line}")), "{error}");
-    }
     // And the node still answers everyone.
     let fresh = Client::connect(options(&node, &ca, Transport::Native)).await.unwrap();
     fresh.predict(MLP, Rows::Json(rows(3))).await.unwrap();
@@ -412,6 +384,42 @@ async fn control_over_tls_serves_the_nodes_and_clients_that_trust_its_ca() {
     node_config.ca_file = Some(ca.cert_path.clone());
     let node = Node::start(node_config).await;
     node.wait_live(MLP, v).await;
+    node.stop().await;
+    control.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ndjson_stream_answers_every_line_before_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (control, node, ca) = tls_node(dir.path()).await;
+    // Every line before a bad one is answered, and the error names the bad line, also when it
+    // sits inside a chunk and blank lines came before it.
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let good: Vec<String> = rows(300).iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+    let missing = "{\"mean_radius\": 1.0}".to_string();
+    for (lines, answered, bad_line) in [
+        ([&good[..2], &[String::new(), missing.clone(), good[0].clone()]].concat(), 2, 4),
+        ([&good[..], &[String::new(), missing.clone(), good[0].clone()]].concat(), 300, 302),
+        ([&good[..5], &["{not json".to_string()]].concat(), 5, 6),
+    ] {
+        let resp = http
+            .post(format!("{}/api/v1/models/{MLP}/stream", node.url()))
+            .header("content-type", "application/x-ndjson")
+            .body(lines.join("\n"))
+            .send()
+            .await
+            .unwrap();
+        let text = resp.text().await.unwrap();
+        let out: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(out.len(), answered + 1, "{text}");
+        assert!(out[..answered].iter().all(|p| p.get("prediction").is_some()), "{text}");
+        let error = &out[answered];
+        assert_eq!(error["line"], bad_line, "{error}");
+        assert!(error["error"].as_str().unwrap().contains(&format!("line {bad_line}")), "{error}");
+    }
     node.stop().await;
     control.stop().await;
 }

@@ -64,8 +64,73 @@ async fn sniff_h2(tcp: &tokio::net::TcpStream, within: Duration) -> Option<bool>
     tokio::time::timeout(within, look).await.ok().flatten()
 }
 
+/// Requests being answered (until their response body is done), so shutdown can wait for them
+/// rather than for connections: hyper keeps an idle HTTP/1.1 connection whose header timer
+/// runs open through a graceful shutdown until that timer fires.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+struct Answering(Arc<InFlight>);
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> Answering {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Answering(self.clone())
+    }
+
+    async fn drained(&self) {
+        loop {
+            let notified = self.done.notified();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
+type HttpRequest = axum::http::Request<axum::body::Body>;
+
+/// `router` with every request counted in `inflight` until its response body ends.
+fn counted(
+    router: Router,
+    inflight: Arc<InFlight>,
+) -> impl tower::Service<
+    HttpRequest,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone
+       + Send {
+    tower::service_fn(move |req: HttpRequest| {
+        let answering = inflight.enter();
+        let router = router.clone();
+        async move {
+            let resp = tower::ServiceExt::oneshot(router, req).await?;
+            Ok(resp.map(|body| {
+                axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                    let _answering = &answering;
+                    frame
+                }))
+            }))
+        }
+    })
+}
+
 /// Serve `router` on `listener` (over TLS 1.3 when `tls` is set) until `shutdown`, within
-/// `limits`; then drain open connections for at most [`DRAIN_TIMEOUT`].
+/// `limits`; then wait for the requests being answered, at most [`DRAIN_TIMEOUT`], and close
+/// every connection.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -76,15 +141,17 @@ pub async fn serve(
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let idle = limits.body_idle_timeout;
+    let inflight = Arc::new(InFlight::default());
     let service = tower::ServiceBuilder::new()
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_idle_timeout))
         .map_request(|req: axum::http::Request<_>| req.map(axum::body::Body::new))
-        .service(router);
+        .service(counted(router, inflight.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     builder.http2().timer(TokioTimer::new());
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let permit = tokio::select! {
             permit = open.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -107,7 +174,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (acceptor, service, watcher, builder) =
             (acceptor.clone(), service.clone(), graceful.watcher(), builder.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _permit = permit;
             let service = TowerToHyperService::new(service);
             let served = match acceptor {
@@ -138,8 +205,12 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open after the drain timeout; closing them");
+    // Connections finish the request they are answering and take no more.
+    let signalled = tokio::spawn(graceful.shutdown());
+    if tokio::time::timeout(DRAIN_TIMEOUT, inflight.drained()).await.is_err() {
+        tracing::warn!("requests still running after the drain timeout; closing their connections");
     }
+    signalled.abort();
+    connections.shutdown().await;
     Ok(())
 }

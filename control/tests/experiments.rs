@@ -5,6 +5,8 @@
 mod harness;
 
 use harness::*;
+use meridian_control::registry::keys::KeySpec;
+use meridian_gossip::keys::{KeyLimits, Scope, Scopes};
 use meridian_gossip::{Arm, Experiment};
 use meridian_models::demo::demo_model;
 use serde_json::json;
@@ -26,6 +28,14 @@ fn arm(name: &str, version: u32, weight_bp: u32) -> Arm {
 
 /// Control with `cancer` v1 = logistic regression (deployed), v2 = MLP, and `ids` nodes.
 async fn setup(dir: &std::path::Path, ids: &[&str]) -> (Control, Vec<Node>) {
+    setup_with(dir, ids, |_| {}).await
+}
+
+async fn setup_with(
+    dir: &std::path::Path,
+    ids: &[&str],
+    tweak: impl Fn(&mut meridian_node::NodeConfig),
+) -> (Control, Vec<Node>) {
     let control = Control::start(dir).await;
     control.push("cancer", demo_model("breast-cancer-logreg").unwrap()).await;
     control.push("cancer", demo_model("breast-cancer-mlp").unwrap()).await;
@@ -34,6 +44,7 @@ async fn setup(dir: &std::path::Path, ids: &[&str]) -> (Control, Vec<Node>) {
     for id in ids {
         let mut config = node_config(id, Some(control.url()), &dir.join(id));
         config.report_interval_ms = 100;
+        tweak(&mut config);
         let node = Node::start(config).await;
         node.wait_live("cancer", 1).await;
         nodes.push(node);
@@ -239,7 +250,26 @@ async fn feedback_is_scored_per_arm_and_reaches_the_experiment_results() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feedback_sent_to_another_region_reaches_the_node_that_answered() {
     let dir = tempfile::tempdir().unwrap();
-    let (control, nodes) = setup(dir.path(), &["eu", "us"]).await;
+    // With auth on: the relay carries the caller's key (it once went without and got 401).
+    let (control, nodes) = setup_with(dir.path(), &["eu", "us"], |c| c.auth.enabled = true).await;
+    let spec = KeySpec {
+        name: "app".into(),
+        scopes: [Scope::Predict].into_iter().collect::<Scopes>(),
+        models: None,
+        limits: KeyLimits::default(),
+    };
+    let key = control.client.create_key(&spec).await.unwrap().key;
+    let key_id = meridian_gossip::keys::key_id(&key).unwrap().to_string();
+    for node in &nodes {
+        node.wait_table("the key", |t| t.catalog.keys.contains_key(&key_id)).await;
+    }
+    let post_json = |url: String, body: serde_json::Value| {
+        let key = key.clone();
+        async move {
+            let resp = http().post(url).header("x-api-key", key).json(&body).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
     let exp = experiment(vec![arm("control", 1, 5_000), arm("mlp", 2, 5_000)], None);
     control.client.start_experiment(&exp).await.unwrap();
     wait_experiment_versions(&nodes, &[1, 2]).await;
@@ -250,24 +280,20 @@ async fn feedback_sent_to_another_region_reaches_the_node_that_answered() {
     let logreg = reference(demo_model("breast-cancer-logreg").unwrap());
     let mut body = logreg.features(0);
     body["unit"] = json!("user-1");
-    let (_, answer) = post_json(&format!("{}/api/v1/models/cancer/predict", nodes[0].url()), &body).await;
+    let (_, answer) = post_json(format!("{}/api/v1/models/cancer/predict", nodes[0].url()), body).await;
     let id = answer["request_id"].as_str().unwrap().to_string();
     assert!(id.ends_with("@eu"), "{id}");
     // The client reports the outcome later, to the other region's node.
-    let (status, fb) = post_json(
-        &format!("{}/api/v1/feedback", nodes[1].url()),
-        &json!({ "request_id": id, "reward": 0.25 }),
-    )
-    .await;
+    let (status, fb) =
+        post_json(format!("{}/api/v1/feedback", nodes[1].url()), json!({ "request_id": id, "reward": 0.25 }))
+            .await;
     assert_eq!(status, 200, "{fb}");
     assert_eq!(fb["recorded_by"], "eu");
     assert_eq!(fb["arm"], answer["arm"]);
     // Still one outcome per request, wherever it is sent.
-    let (status, _) = post_json(
-        &format!("{}/api/v1/feedback", nodes[1].url()),
-        &json!({ "request_id": id, "reward": 1.0 }),
-    )
-    .await;
+    let (status, _) =
+        post_json(format!("{}/api/v1/feedback", nodes[1].url()), json!({ "request_id": id, "reward": 1.0 }))
+            .await;
     assert_eq!(status, 404);
     wait_for("the outcome in the results", || async {
         let r = control.client.experiment_results(&exp.name).await.unwrap();

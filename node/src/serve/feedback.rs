@@ -89,15 +89,19 @@ async fn relay(
         Ok(None) => return None,
         Err(e) => return Some(Err(ApiError::unavailable(format!("cannot find node {node:?}: {e}")))),
     };
-    let sent = state
+    let mut request = state
         .peers
         .post(format!("{url}/api/v1/feedback"))
         .timeout(std::time::Duration::from_secs(5))
         .header(RELAYED, state.config.id.as_str())
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await;
+        .header("content-type", "application/json");
+    // The caller's credential, which every node of the mesh accepts alike.
+    for name in [axum::http::header::AUTHORIZATION.as_str(), "x-api-key"] {
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            request = request.header(name, value);
+        }
+    }
+    let sent = request.body(body).send().await;
     Some(match sent {
         Ok(resp) => {
             let status = axum::http::StatusCode::from_u16(resp.status().as_u16())

@@ -293,3 +293,32 @@ async fn overload_returns_429_rather_than_queueing_without_bound() {
     node.stop().await;
     control.stop().await;
 }
+
+/// The framework's own refusals (a body over the limit, a query or form that does not parse,
+/// a method a route does not take, a path that is not UTF-8) are JSON errors like every other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framework_refusals_are_json_errors_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (control, node) = mlp_node(dir.path(), |_| {}).await;
+    let (c, n) = (control.url(), node.url());
+    let big = vec![b'x'; 3 << 20];
+    let cases = [
+        (http().post(format!("{c}/api/v1/keys")).header("content-type", "application/json").body(big), 413),
+        (http().get(format!("{c}/api/v1/experiments/x/results?window_s=abc")), 400),
+        (http().post(format!("{c}/api/v1/models/m/versions")).json(&json!({})), 400),
+        (http().delete(format!("{c}/healthz")), 405),
+        (http().put(format!("{n}/api/v1/models/breast-cancer-mlp/predict")), 405),
+        (http().post(format!("{n}/api/v1/models/breast-cancer-mlp/stream?bogus=1")), 400),
+        (http().get(format!("{n}/api/v1/features/%FF%FE/p1")), 400),
+    ];
+    for (request, status) in cases {
+        let resp = request.send().await.unwrap();
+        let url = resp.url().to_string();
+        assert_eq!(resp.status().as_u16(), status, "{url}");
+        assert_eq!(resp.headers()["content-type"], "application/json", "{url}");
+        let answer: Value = resp.json().await.unwrap();
+        assert!(!error_of(&answer).is_empty(), "{url}: {answer}");
+    }
+    node.stop().await;
+    control.stop().await;
+}

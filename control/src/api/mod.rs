@@ -171,5 +171,6 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
+        .layer(axum::middleware::map_response(meridian_node::serve::error::json_errors))
         .with_state(state)
 }

@@ -154,3 +154,35 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
+
+/// Most bytes of a framework error's text kept when it is rewritten as JSON.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Every error answer as `{"error": "..."}`: axum's own rejections (a body over the limit, a
+/// query string or multipart form that does not parse, a method a route does not take) come as
+/// plain text or empty; their text (or the status's reason) becomes the JSON error.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_TEXT).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_string(),
+        t => t.to_string(),
+    };
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}

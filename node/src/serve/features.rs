@@ -207,7 +207,13 @@ pub async fn ingest(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestSummary>, ApiError> {
     let view = view_of(&state, &view)?;
-    let body = body?;
+    let body = body.map_err(|e| match ApiError::from(e) {
+        e if e.status == axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(format!(
+            "the body is larger than this node's max_ingest_bytes ({})",
+            state.config.max_ingest_bytes
+        )),
+        e => e,
+    })?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::bad_request(format!("the body is not UTF-8: {e}")))?;
     let is_csv = headers

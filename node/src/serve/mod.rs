@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::layer::authorize))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::mesh::forward::name_server))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
 }
 

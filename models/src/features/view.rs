@@ -60,9 +60,15 @@ impl FeatureView {
             .ok_or_else(|| format!("view {:?} has no feature {feature:?}", self.name))?;
         let bad = || format!("feature {feature:?} must be {ty:?}, got {value}").to_lowercase();
         match (ty, value) {
-            (FeatureType::Float, serde_json::Value::Number(n)) => {
-                n.as_f64().filter(|x| x.is_finite()).map(FeatureValue::Number).ok_or_else(bad)
-            }
+            // Models take f32: a value beyond its range would break every prediction that
+            // reads it, so it is refused at the write.
+            (FeatureType::Float, serde_json::Value::Number(n)) => match n.as_f64() {
+                Some(x) if x.is_finite() && (x as f32).is_finite() => Ok(FeatureValue::Number(x)),
+                Some(x) if x.is_finite() => {
+                    Err(format!("feature {feature:?} is {x}, beyond the range of a 32-bit float (±3.4e38)"))
+                }
+                _ => Err(bad()),
+            },
             (FeatureType::Int, serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => {
                 Ok(FeatureValue::Number(n.as_f64().unwrap_or_default()))
             }
@@ -94,6 +100,11 @@ mod tests {
         assert_eq!(view.check("age", &json!(30)).unwrap(), FeatureValue::Number(30.0));
         assert!(view.check("age", &json!(30.5)).is_err());
         assert!(view.check("score", &json!("x")).unwrap_err().contains("must be float"));
+        assert!(
+            view.check("score", &json!(1e300)).unwrap_err().contains("32-bit float"),
+            "it broke predictions"
+        );
+        assert_eq!(view.check("score", &json!(-3e38)).unwrap(), FeatureValue::Number(-3e38));
         assert!(view.check("height", &json!(1)).unwrap_err().contains("no feature \"height\""));
         assert!(view.problems().is_empty());
     }

@@ -319,6 +319,19 @@ async fn framework_refusals_are_json_errors_too() {
         let answer: Value = resp.json().await.unwrap();
         assert!(!error_of(&answer).is_empty(), "{url}: {answer}");
     }
+    // A placement must say what it means: region names checked, regions only with their mode.
+    let place = format!("{c}/api/v1/models/breast-cancer-mlp/placement");
+    for (body, needle) in [
+        (json!({"mode": "regions", "regions": ["", "../x"]}), "must be 1-64 letters"),
+        (json!({"mode": "all", "regions": ["eu"]}), "goes only with"),
+        (json!({"mode": "regions", "regions": []}), "at least one region"),
+        (json!({"mode": "everywhere"}), "unknown variant"),
+    ] {
+        let resp = http().put(&place).json(&body).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{body}");
+        let answer: Value = resp.json().await.unwrap();
+        assert!(error_of(&answer).contains(needle), "{needle:?} not in {answer}");
+    }
     node.stop().await;
     control.stop().await;
 }

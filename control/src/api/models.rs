@@ -157,13 +157,38 @@ pub async fn place(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Catalog>, ApiError> {
-    let placement: meridian_gossip::Placement = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            format!("placement: {e} (expected {{\"mode\": \"all\" | \"on_demand\"}} or {{\"mode\": \"regions\", \"regions\": [...]}})"),
-        )
-    })?;
+    let placement = parse_placement(&body)?;
     Ok(Json(state.registry_op(move |r| r.place(&name, placement)).await?))
+}
+
+/// A placement body: `{"mode": "all" | "on_demand"}` or `{"mode": "regions", "regions": [..]}`,
+/// region names 1-64 letters, digits, '-', '_' or '.'.
+fn parse_placement(body: &[u8]) -> Result<meridian_gossip::Placement, ApiError> {
+    let expected =
+        "expected {\"mode\": \"all\" | \"on_demand\"} or {\"mode\": \"regions\", \"regions\": [...]}";
+    let raw: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("placement: malformed JSON: {e} ({expected})")))?;
+    if raw.get("regions").is_some() && raw.get("mode").and_then(|m| m.as_str()) != Some("regions") {
+        return Err(ApiError::bad_request(format!(
+            "placement: \"regions\" goes only with \"mode\": \"regions\" ({expected})"
+        )));
+    }
+    let placement: meridian_gossip::Placement = serde_json::from_value(raw)
+        .map_err(|e| ApiError::bad_request(format!("placement: {e} ({expected})")))?;
+    if let meridian_gossip::Placement::Regions { regions } = &placement {
+        if regions.is_empty() {
+            return Err(ApiError::bad_request("placement: regions must list at least one region"));
+        }
+        let ok = |r: &str| {
+            (1..=64).contains(&r.len()) && r.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if let Some(bad) = regions.iter().find(|r| !ok(r)) {
+            return Err(ApiError::bad_request(format!(
+                "placement: region {bad:?} must be 1-64 letters, digits, '-', '_' or '.'"
+            )));
+        }
+    }
+    Ok(placement)
 }
 
 pub async fn archive(

@@ -113,6 +113,14 @@ async fn predict_by_entity_equals_predict_with_the_same_features_inline() {
     let (status, answer) = predict(node, json!({ "entity": { "user": "x" } })).await;
     assert_eq!(status, 400);
     assert!(answer["error"].as_str().unwrap().contains("\"patient_id\""), "{answer}");
+    // Redefining the view without the features the deployed model reads is refused (it once
+    // went through and every prediction by entity failed), and nothing changes.
+    let mut shrunk = patients_view();
+    shrunk.features.retain(|name, _| name == "mean_radius");
+    let err = control.client.put_view(&shrunk).await.unwrap_err().to_string();
+    assert!(err.contains("409") && err.contains("mlp v1") && err.contains("worst_area"), "{err}");
+    let (status, _) = predict(node, json!({ "entity": { "patient_id": "ref2" } })).await;
+    assert_eq!(status, 200);
     nodes.into_iter().next().unwrap().stop().await;
     control.stop().await;
 }

@@ -271,6 +271,24 @@ impl Registry {
             let mut catalog: Catalog = read_json(tree, CATALOG_KEY)?.unwrap_or_default();
             if catalog.views.get(&view.name) != Some(&view) {
                 catalog.views.insert(view.name.clone(), view.clone());
+                // Every model version nodes keep loaded must still find its features.
+                let broken: Vec<String> = catalog
+                    .models
+                    .values()
+                    .flat_map(|e| std::iter::once(&e.live).chain(&e.previous).chain(&e.extra))
+                    .filter_map(|m| {
+                        check_views(&m.spec, &catalog)
+                            .err()
+                            .map(|e| format!("{} v{}: {e}", m.name, m.version))
+                    })
+                    .collect();
+                if !broken.is_empty() {
+                    return abort(RegistryError::Conflict(format!(
+                        "feature view {:?} would break models that read it: {}",
+                        view.name,
+                        broken.join("; ")
+                    )));
+                }
                 catalog.epoch += 1;
                 write_json(tree, CATALOG_KEY, &catalog)?;
             }

@@ -27,12 +27,27 @@ pub enum AssembleError {
     Invalid(String),
 }
 
+/// Names for an error message, bounded: the first 20, each cut at 64 characters, then how
+/// many more (a request with 100,000 unknown names must not get them all back).
+pub fn short_list<S: AsRef<str>>(names: &[S]) -> String {
+    const SHOWN: usize = 20;
+    let cut = |s: &str| match s.char_indices().nth(64) {
+        Some((at, _)) => format!("{:?}…", &s[..at]),
+        None => format!("{s:?}"),
+    };
+    let mut out: Vec<String> = names.iter().take(SHOWN).map(|n| cut(n.as_ref())).collect();
+    if names.len() > SHOWN {
+        out.push(format!("… and {} more", names.len() - SHOWN));
+    }
+    format!("[{}]", out.join(", "))
+}
+
 impl std::fmt::Display for AssembleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AssembleError::Unknown(names) => write!(f, "unknown features {names:?}"),
+            AssembleError::Unknown(names) => write!(f, "unknown features {}", short_list(names)),
             AssembleError::Missing(names) => {
-                write!(f, "missing features {names:?} (no value and no default)")
+                write!(f, "missing features {} (no value and no default)", short_list(names))
             }
             AssembleError::Invalid(msg) => f.write_str(msg),
         }
@@ -165,6 +180,15 @@ mod tests {
             assemble_row(&spec(), 4, &json!({"x": 0}).as_object().unwrap().clone(), only_country).unwrap();
         assert_eq!(row.values, vec![0.0, 0.0, 1.0, 0.0]);
         assert_eq!(row.defaulted, vec!["age"]);
+    }
+
+    #[test]
+    fn error_lists_are_bounded() {
+        let many: Vec<String> = (0..1000).map(|i| format!("f{i}")).collect();
+        let text = AssembleError::Unknown(many).to_string();
+        assert!(text.contains("\"f19\", … and 980 more") && !text.contains("f20"), "{text}");
+        let long = ["x".repeat(10_000)];
+        assert!(short_list(&long).len() < 80);
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod transform;
 pub mod value;
 pub mod view;
 
-pub use assemble::{assemble_row, assemble_values, AssembleError, Assembled};
+pub use assemble::{assemble_row, assemble_values, short_list, AssembleError, Assembled};
 pub use definition::Feature;
 pub use transform::Transform;
 pub use value::FeatureValue;

@@ -38,6 +38,13 @@ pub async fn feedback(
 ) -> Result<Response, ApiError> {
     let body = body?;
     let fb: Feedback = parse_json(&body)?;
+    // Ids are `uuid@node`: anything much longer is not one of ours (and is not echoed back).
+    if fb.request_id.len() > 256 {
+        return Err(ApiError::bad_request(format!(
+            "request_id has {} characters; ids this node hands out have under 256",
+            fb.request_id.len()
+        )));
+    }
     if fb.label.is_some() == fb.reward.is_some() {
         return Err(ApiError::bad_request("feedback needs exactly one of \"label\" or \"reward\""));
     }

@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use meridian_models::features::{assemble_row, AssembleError};
+use meridian_models::features::{assemble_row, short_list, AssembleError};
 use meridian_models::interpret::{predictions, Prediction};
 use meridian_models::InputBatch;
 use serde::{Deserialize, Serialize};
@@ -273,8 +273,12 @@ fn to_batch(
             }
             Err(AssembleError::Unknown(names)) => {
                 let takes: Vec<&str> = model.manifest.spec.feature_names().collect();
-                let msg =
-                    format!("unknown features {names:?}; model {:?} takes {takes:?}", model.manifest.name);
+                let msg = format!(
+                    "unknown features {}; model {:?} takes {}",
+                    short_list(&names),
+                    model.manifest.name,
+                    short_list(&takes)
+                );
                 return Err(ApiError::bad_request(at(msg)));
             }
             Err(e @ AssembleError::Missing(_)) => return Err(ApiError::unprocessable(at(e.to_string()))),

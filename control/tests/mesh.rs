@@ -222,6 +222,13 @@ async fn placement_forwards_to_the_nearest_holder(control: &Control, nodes: &[No
                 && l.contains("outcome=\"answered\"")
         });
         assert!(h3, "no HTTP/3 forward counted on {}: {metrics}", n.handle.state.config.id);
+        // KServe clients check readiness and metadata before they infer: those travel too.
+        for path in ["/v2/models/cancer/ready", "/v2/models/cancer"] {
+            let resp = http().get(format!("{}{path}", n.url())).send().await.unwrap();
+            let served = resp.headers()["x-meridian-node"].to_str().unwrap().to_string();
+            assert_eq!(resp.status().as_u16(), 200, "{path} on {}", n.handle.state.config.id);
+            assert!(eu.contains(served.as_str()), "{path} answered by {served}");
+        }
     }
 
     // Native QUIC: a node without the model relays the stream to a holder.

@@ -51,6 +51,11 @@ fn is_model_route(route: &str) -> bool {
             | "/api/v1/models/{model}/stream"
             | "/v2/models/{model}/infer"
             | "/v2/models/{model}/versions/{version}/infer"
+            // KServe clients ask for metadata and readiness before they infer.
+            | "/v2/models/{model}"
+            | "/v2/models/{model}/ready"
+            | "/v2/models/{model}/versions/{version}"
+            | "/v2/models/{model}/versions/{version}/ready"
     )
 }
 

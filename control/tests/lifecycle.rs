@@ -67,6 +67,8 @@ async fn deploy_v2_then_rollback_serves_v1_on_every_node() {
     // Nothing earlier to roll back to now.
     let err = control.client.rollback("cancer").await.unwrap_err().to_string();
     assert!(err.contains("409") && err.contains("no earlier deployed version"), "{err}");
+    let err = control.client.rollback("no-such-model").await.unwrap_err().to_string();
+    assert!(err.contains("404"), "{err}");
 
     for n in nodes {
         n.stop().await;

@@ -358,6 +358,9 @@ impl Registry {
     /// Make the version deployed before the live one live again.
     pub fn rollback(&self, name: &str) -> Result<Catalog, RegistryError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.versions(name)?.is_empty() {
+            return Err(self.not_found(name, None));
+        }
         self.change(name, |history, _| {
             if history.len() < 2 {
                 return Err(RegistryError::Conflict(format!(

@@ -115,17 +115,11 @@ pub struct IngestSummary {
     pub store: &'static str,
 }
 
-fn parse_ndjson(
-    view: &FeatureView,
-    text: &str,
-    rows: &mut Vec<(String, StoredRow)>,
-    refused: &mut Vec<Refused>,
-) {
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let line_no = i + 1;
+/// An ingest body's rows, in order: each an entity's row or a refused line.
+type Parsed<'a> = Box<dyn Iterator<Item = Result<(String, StoredRow), Refused>> + Send + 'a>;
+
+fn ndjson_rows<'a>(view: &'a FeatureView, text: &'a str) -> Parsed<'a> {
+    Box::new(text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()).map(move |(i, line)| {
         let parsed = if line.len() > MAX_LINE_BYTES {
             Err(format!("line longer than {MAX_LINE_BYTES} bytes"))
         } else {
@@ -133,11 +127,8 @@ fn parse_ndjson(
                 .map_err(|e| format!("not a JSON object: {e}"))
                 .and_then(|obj| entity_row(view, &obj))
         };
-        match parsed {
-            Ok(row) => rows.push(row),
-            Err(error) => refused.push(Refused { line: line_no, error }),
-        }
-    }
+        parsed.map_err(|error| Refused { line: i + 1, error })
+    }))
 }
 
 fn entity_row(view: &FeatureView, obj: &Map<String, Value>) -> Result<(String, StoredRow), String> {
@@ -149,31 +140,28 @@ fn entity_row(view: &FeatureView, obj: &Map<String, Value>) -> Result<(String, S
     Ok((entity, check_row(view, obj, Some(&view.entity))?))
 }
 
-fn parse_csv(
-    view: &FeatureView,
-    text: &str,
-    rows: &mut Vec<(String, StoredRow)>,
-    refused: &mut Vec<Refused>,
-) {
+fn csv_rows<'a>(view: &'a FeatureView, text: &'a str) -> Parsed<'a> {
     let mut reader =
         csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
     let header: Vec<String> = match reader.headers() {
         Ok(h) => h.iter().map(str::to_string).collect(),
-        Err(e) => return refused.push(Refused { line: 1, error: format!("unreadable header: {e}") }),
-    };
-    for record in reader.records() {
-        let (line, result) = match record {
-            Ok(r) => {
-                let line = r.position().map_or(0, |p| p.line() as usize);
-                (line, csv_row(view, &header, &r))
-            }
-            Err(e) => (e.position().map_or(0, |p| p.line() as usize), Err(format!("malformed CSV: {e}"))),
-        };
-        match result {
-            Ok(row) => rows.push(row),
-            Err(error) => refused.push(Refused { line, error }),
+        Err(e) => {
+            return Box::new(std::iter::once(Err(Refused {
+                line: 1,
+                error: format!("unreadable header: {e}"),
+            })))
         }
-    }
+    };
+    Box::new(reader.into_records().map(move |record| match record {
+        Ok(r) => {
+            let line = r.position().map_or(0, |p| p.line() as usize);
+            csv_row(view, &header, &r).map_err(|error| Refused { line, error })
+        }
+        Err(e) => Err(Refused {
+            line: e.position().map_or(0, |p| p.line() as usize),
+            error: format!("malformed CSV: {e}"),
+        }),
+    }))
 }
 
 fn csv_row(
@@ -220,18 +208,32 @@ pub async fn ingest(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/csv"));
-    let (mut rows, mut refused) = (Vec::new(), Vec::new());
-    if is_csv {
-        parse_csv(&view, text, &mut rows, &mut refused);
-    } else {
-        parse_ndjson(&view, text, &mut rows, &mut refused);
+    // Parsed and written a chunk at a time: memory follows the chunk, not the body.
+    let mut rows = if is_csv { csv_rows(&view, text) } else { ndjson_rows(&view, text) };
+    let (mut written, mut refused, mut refused_count) = (0, Vec::new(), 0);
+    loop {
+        let mut chunk = Vec::with_capacity(WRITE_CHUNK);
+        for row in rows.by_ref() {
+            match row {
+                Ok(row) => {
+                    chunk.push(row);
+                    if chunk.len() == WRITE_CHUNK {
+                        break;
+                    }
+                }
+                Err(r) => {
+                    refused_count += 1;
+                    if refused.len() < MAX_LISTED {
+                        refused.push(r);
+                    }
+                }
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        written += state.features.write(&view, chunk).await?;
     }
-    let mut written = 0;
-    while !rows.is_empty() {
-        let rest = rows.split_off(rows.len().min(WRITE_CHUNK));
-        written += state.features.write(&view, std::mem::replace(&mut rows, rest)).await?;
-    }
-    let refused_count = refused.len();
-    refused.truncate(MAX_LISTED);
+    drop(rows);
     Ok(Json(IngestSummary { view: view.name, written, refused_count, refused, store: state.features.kind() }))
 }

@@ -58,7 +58,7 @@ impl FeatureView {
             .features
             .get(feature)
             .ok_or_else(|| format!("view {:?} has no feature {feature:?}", self.name))?;
-        let bad = || format!("feature {feature:?} must be {ty:?}, got {value}").to_lowercase();
+        let bad = || format!("feature {feature:?} must be {}, got {value}", format!("{ty:?}").to_lowercase());
         match (ty, value) {
             // Models take f32: a value beyond its range would break every prediction that
             // reads it, so it is refused at the write.
@@ -100,6 +100,8 @@ mod tests {
         assert_eq!(view.check("age", &json!(30)).unwrap(), FeatureValue::Number(30.0));
         assert!(view.check("age", &json!(30.5)).is_err());
         assert!(view.check("score", &json!("x")).unwrap_err().contains("must be float"));
+        // The value is quoted as sent.
+        assert!(view.check("score", &json!("NaN")).unwrap_err().contains("got \"NaN\""));
         assert!(
             view.check("score", &json!(1e300)).unwrap_err().contains("32-bit float"),
             "it broke predictions"

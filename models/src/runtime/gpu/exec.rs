@@ -10,7 +10,8 @@ use wgpu::util::DeviceExt;
 
 use super::compile::{per_row, Program, Src};
 use super::ops::{Count, StepKind};
-use super::wgsl::{self, MAX_GROUPS_X, SKINNY_COLS, SKINNY_ROWS, TILE, WG, WIDE_TILE};
+use super::wgsl::{self, MAX_GROUPS_X, WG};
+use super::wgsl_matmul::{self as matmul, MatmulKernel, SKINNY_COLS, SKINNY_ROWS, TILE, WIDE_TILE};
 use super::GpuContext;
 use super::{MatmulTile, WIDE_MIN_TILES};
 use crate::error::ModelError;
@@ -131,7 +132,7 @@ impl Executable {
                     return Err(format!("step {i} is a matmul of {n} columns, wider than one dispatch"));
                 }
             }
-            let kernel = match wgsl::skinny_shader(&step.kind) {
+            let kernel = match matmul::shader(&step.kind, MatmulKernel::Skinny) {
                 Some(skinny) => {
                     let layout = matmul_layout(device, reads.len());
                     let shared = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -141,7 +142,7 @@ impl Executable {
                     });
                     let tiled = pipeline(device, source, Some(&shared));
                     let skinny = Some(pipeline(device, skinny, Some(&shared)));
-                    let wide = wgsl::wide_shader(&step.kind)
+                    let wide = matmul::shader(&step.kind, MatmulKernel::Wide)
                         .filter(|_| tile != MatmulTile::T64)
                         .map(|wide| pipeline(device, wide, Some(&shared)));
                     Kernel { pipeline: tiled, skinny, wide, layout, reads, checks }

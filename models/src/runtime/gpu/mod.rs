@@ -19,6 +19,7 @@ mod lower;
 mod ops;
 mod shape;
 mod wgsl;
+mod wgsl_matmul;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -285,6 +285,7 @@ async fn a_burst_over_the_limit_gets_429_and_the_allowed_rate_passes() {
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), 404);
+        assert!(resp.headers().contains_key("ratelimit-remaining"), "{:?}", resp.headers());
     }
     let resp = http()
         .post(format!("{node}/api/v1/batch"))
@@ -296,6 +297,8 @@ async fn a_burst_over_the_limit_gets_429_and_the_allowed_rate_passes() {
     assert_eq!(resp.status().as_u16(), 429);
     let wait: u32 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((20..=30).contains(&wait), "Retry-After {wait}");
+    assert_eq!(resp.headers()["ratelimit-limit"], "2");
+    assert_eq!(resp.headers()["ratelimit-remaining"], "0");
     // Another key has its own bucket.
     let other = create_key(&control, &[Scope::Batch], &[], KeyLimits::default()).await;
     wait_accepted(&nodes[0], &other).await;

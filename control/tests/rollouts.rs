@@ -72,7 +72,9 @@ fn spec(hold_ms: u64, max_p99_ms: f64) -> RolloutSpec {
     }
 }
 
-/// Steady traffic with many users to every node until `stop`.
+/// Steady traffic with many users to every node until `stop`; each good request comes with two
+/// a client got wrong (422, missing features), which say nothing about the canary and must not
+/// count as its errors (they once rolled a healthy canary back).
 fn traffic(nodes: &[Node], stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     let urls: Vec<String> =
         nodes.iter().map(|n| format!("{}/api/v1/models/cancer/predict", n.url())).collect();
@@ -84,6 +86,11 @@ fn traffic(nodes: &[Node], stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()>
                 let mut body = r.features(i % r.rows.len());
                 body["unit"] = serde_json::json!(format!("user-{i}"));
                 let _ = post_json(url, &body).await;
+                let bad =
+                    serde_json::json!({ "unit": format!("user-{i}"), "features": { "mean_radius": 1.0 } });
+                for _ in 0..2 {
+                    let _ = post_json(url, &bad).await;
+                }
             }
             i += 1;
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;

@@ -195,7 +195,10 @@ impl Observation {
         let arm = self.arm.as_deref().unwrap_or_default();
         let outcome = Outcome { model, version: &version, arm, api: self.api, code, seconds: secs, rows };
         state.metrics.observe(&outcome);
-        if let Some((_, v)) = &self.served {
+        // A client's mistake (4xx) says nothing about the model version: it is neither a
+        // latency nor an error of it (else bad requests could roll a healthy canary back).
+        let clients_fault = (400..500).contains(&code);
+        if let Some((_, v)) = self.served.as_ref().filter(|_| !clients_fault) {
             state.histograms.record(Sample {
                 model,
                 version: *v,

@@ -69,6 +69,9 @@ async fn deploy_v2_then_rollback_serves_v1_on_every_node() {
     assert!(err.contains("409") && err.contains("no earlier deployed version"), "{err}");
     let err = control.client.rollback("no-such-model").await.unwrap_err().to_string();
     assert!(err.contains("404"), "{err}");
+    // A name is one path segment: this once deployed `cancer` v2.
+    let err = control.client.deploy("nosuch/../cancer", Some(2)).await.unwrap_err().to_string();
+    assert!(err.contains("404") && err.contains("nosuch/../cancer"), "{err}");
 
     for n in nodes {
         n.stop().await;

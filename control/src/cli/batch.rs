@@ -1,6 +1,7 @@
 //! `meridian batch`: submit a file of rows to a node as a batch job, follow it with a progress
 //! bar (rows done, rows/s, ETA), print its summary, download its output; list, cancel.
 
+use meridian_node::client::segment;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -106,7 +107,7 @@ async fn answer<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyh
 }
 
 async fn get_status(http: &reqwest::Client, node: &NodeArg, id: &str) -> anyhow::Result<JobStatus> {
-    let url = format!("{}/{id}", base(node));
+    let url = format!("{}/{}", base(node), segment(id));
     answer(http.get(&url).send().await.with_context(|| format!("cannot reach {url}"))?).await
 }
 
@@ -143,7 +144,7 @@ pub async fn run(cmd: BatchCommand, api_key: Option<&str>, out: &Output) -> anyh
         }
         BatchCommand::Cancel { id, node } => {
             let status: JobStatus =
-                answer(http.post(format!("{}/{id}/cancel", base(&node))).send().await?).await?;
+                answer(http.post(format!("{}/{}/cancel", base(&node), segment(&id))).send().await?).await?;
             summary(&status, out)
         }
         BatchCommand::Download { id, out: path, node } => download(&http, &node, &id, &path).await,
@@ -279,7 +280,7 @@ fn summary(status: &JobStatus, out: &Output) -> anyhow::Result<()> {
 async fn download(http: &reqwest::Client, node: &NodeArg, id: &str, path: &Path) -> anyhow::Result<()> {
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
-    let url = format!("{}/{id}/result", base(node));
+    let url = format!("{}/{}/result", base(node), segment(id));
     let resp = http.get(&url).send().await.with_context(|| format!("cannot reach {url}"))?;
     if !resp.status().is_success() {
         return answer::<Value>(resp).await.map(|_| ());

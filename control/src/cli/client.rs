@@ -1,5 +1,6 @@
 //! The control API client used by the CLI (and by `up`). Errors carry control's message.
 
+use meridian_node::client::segment as seg;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -145,7 +146,7 @@ impl Client {
         let form = Form::new().text("spec", spec).text("pushed_by", user).part("artifact", part);
         bar.set_message(format!("validating {name}"));
         let result = self
-            .send(self.http.post(self.url(&format!("/api/v1/models/{name}/versions"))).multipart(form))
+            .send(self.http.post(self.url(&format!("/api/v1/models/{}/versions", seg(name)))).multipart(form))
             .await;
         bar.finish_and_clear();
         result
@@ -156,26 +157,31 @@ impl Client {
     }
 
     pub async fn show(&self, name: &str) -> anyhow::Result<Vec<ModelRecord>> {
-        self.send(self.http.get(self.url(&format!("/api/v1/models/{name}")))).await
+        self.send(self.http.get(self.url(&format!("/api/v1/models/{}", seg(name))))).await
     }
 
     pub async fn deploy(&self, name: &str, version: Option<u32>) -> anyhow::Result<Catalog> {
         let body = serde_json::json!({ "version": version });
-        self.send(self.http.post(self.url(&format!("/api/v1/models/{name}/deploy"))).json(&body)).await
+        self.send(self.http.post(self.url(&format!("/api/v1/models/{}/deploy", seg(name)))).json(&body)).await
     }
 
     pub async fn rollback(&self, name: &str) -> anyhow::Result<Catalog> {
-        self.send(self.http.post(self.url(&format!("/api/v1/models/{name}/rollback")))).await
+        self.send(self.http.post(self.url(&format!("/api/v1/models/{}/rollback", seg(name))))).await
     }
 
     /// Where `name` is loaded across the mesh.
     pub async fn place(&self, name: &str, placement: &meridian_gossip::Placement) -> anyhow::Result<Catalog> {
-        self.send(self.http.put(self.url(&format!("/api/v1/models/{name}/placement"))).json(placement)).await
+        self.send(self.http.put(self.url(&format!("/api/v1/models/{}/placement", seg(name)))).json(placement))
+            .await
     }
 
     pub async fn archive(&self, name: &str, version: u32) -> anyhow::Result<Catalog> {
-        self.send(self.http.post(self.url(&format!("/api/v1/models/{name}/versions/{version}/archive"))))
-            .await
+        self.send(self.http.post(self.url(&format!(
+            "/api/v1/models/{}/versions/{}/archive",
+            seg(name),
+            version
+        ))))
+        .await
     }
 
     pub async fn catalog(&self) -> anyhow::Result<Catalog> {
@@ -191,15 +197,15 @@ impl Client {
     }
 
     pub async fn experiment(&self, name: &str) -> anyhow::Result<Experiment> {
-        self.send(self.http.get(self.url(&format!("/api/v1/experiments/{name}")))).await
+        self.send(self.http.get(self.url(&format!("/api/v1/experiments/{}", seg(name))))).await
     }
 
     pub async fn experiment_results(&self, name: &str) -> anyhow::Result<ExperimentResults> {
-        self.send(self.http.get(self.url(&format!("/api/v1/experiments/{name}/results")))).await
+        self.send(self.http.get(self.url(&format!("/api/v1/experiments/{}/results", seg(name))))).await
     }
 
     pub async fn stop_experiment(&self, name: &str) -> anyhow::Result<Catalog> {
-        self.send(self.http.post(self.url(&format!("/api/v1/experiments/{name}/stop")))).await
+        self.send(self.http.post(self.url(&format!("/api/v1/experiments/{}/stop", seg(name))))).await
     }
 
     pub async fn start_rollout(&self, spec: &RolloutSpec) -> anyhow::Result<RolloutStatus> {
@@ -207,15 +213,16 @@ impl Client {
     }
 
     pub async fn rollout(&self, model: &str) -> anyhow::Result<RolloutStatus> {
-        self.send(self.http.get(self.url(&format!("/api/v1/rollouts/{model}")))).await
+        self.send(self.http.get(self.url(&format!("/api/v1/rollouts/{}", seg(model))))).await
     }
 
     pub async fn rollout_command(&self, model: &str, command: &str) -> anyhow::Result<RolloutStatus> {
-        self.send(self.http.post(self.url(&format!("/api/v1/rollouts/{model}/{command}")))).await
+        self.send(self.http.post(self.url(&format!("/api/v1/rollouts/{}/{}", seg(model), seg(command)))))
+            .await
     }
 
     pub async fn put_view(&self, view: &FeatureView) -> anyhow::Result<Catalog> {
-        self.send(self.http.put(self.url(&format!("/api/v1/views/{}", view.name))).json(view)).await
+        self.send(self.http.put(self.url(&format!("/api/v1/views/{}", seg(&view.name)))).json(view)).await
     }
 
     pub async fn views(&self) -> anyhow::Result<Vec<FeatureView>> {
@@ -244,6 +251,6 @@ impl Client {
     }
 
     pub async fn revoke_key(&self, id: &str) -> anyhow::Result<KeyRecord> {
-        self.send(self.http.delete(self.url(&format!("/api/v1/keys/{id}")))).await
+        self.send(self.http.delete(self.url(&format!("/api/v1/keys/{}", seg(id))))).await
     }
 }

@@ -1,5 +1,6 @@
 //! `meridian features apply|views|put|get|ingest`.
 
+use meridian_node::client::segment;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -117,7 +118,12 @@ pub async fn run(client: &Client, cmd: FeaturesCommand, out: &Output) -> anyhow:
         FeaturesCommand::Put { view, entity, features, node } => {
             let features: Value =
                 serde_json::from_str(&features).context("--features must be a JSON object")?;
-            let url = format!("{}/api/v1/features/{view}/{entity}", node.trim_end_matches('/'));
+            let url = format!(
+                "{}/api/v1/features/{}/{}",
+                node.trim_end_matches('/'),
+                segment(&view),
+                segment(&entity)
+            );
             let value = answer(
                 http(client.api_key())?
                     .put(url)
@@ -133,7 +139,12 @@ pub async fn run(client: &Client, cmd: FeaturesCommand, out: &Output) -> anyhow:
             })
         }
         FeaturesCommand::Get { view, entity, node } => {
-            let url = format!("{}/api/v1/features/{view}/{entity}", node.trim_end_matches('/'));
+            let url = format!(
+                "{}/api/v1/features/{}/{}",
+                node.trim_end_matches('/'),
+                segment(&view),
+                segment(&entity)
+            );
             let value = answer(http(client.api_key())?.get(url).send().await?).await?;
             say!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
@@ -157,7 +168,7 @@ async fn ingest(
     let mut lines: Vec<&str> = text.lines().collect();
     let header = if is_csv && !lines.is_empty() { Some(lines.remove(0)) } else { None };
     let bar = progress(lines.len(), "lines", out.json);
-    let url = format!("{}/api/v1/features/{view}/ingest", node.trim_end_matches('/'));
+    let url = format!("{}/api/v1/features/{}/ingest", node.trim_end_matches('/'), segment(view));
     let http = http(api_key)?;
     let (mut written, mut refused_count, mut refused, mut store) = (0u64, 0u64, Vec::new(), String::new());
     for (i, part) in lines.chunks(chunk).enumerate() {

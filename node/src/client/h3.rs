@@ -112,7 +112,8 @@ impl H3Client {
         mut chunks: mpsc::Receiver<Rows>,
     ) -> Result<mpsc::Receiver<Result<Vec<Prediction>, ClientError>>, ClientError> {
         let mut send = self.send.clone();
-        let request = self.request(&format!("/api/v1/models/{model}/stream"), "application/x-ndjson")?;
+        let request = self
+            .request(&format!("/api/v1/models/{}/stream", super::segment(model)), "application/x-ndjson")?;
         let stream = send.send_request(request).await.map_err(h3_error)?;
         let (mut out, mut back) = stream.split();
         let (tx, rx) = mpsc::channel(crate::serve::stream::DEPTH);

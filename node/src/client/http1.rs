@@ -70,7 +70,7 @@ impl Http1Client {
             Some((ndjson(&rows).map_err(|e| std::io::Error::other(e.to_string())), chunks))
         });
         let resp = self
-            .request(&format!("/api/v1/models/{model}/stream"))
+            .request(&format!("/api/v1/models/{}/stream", super::segment(model)))
             .header("content-type", "application/x-ndjson")
             .body(reqwest::Body::wrap_stream(body))
             .timeout(Duration::from_secs(24 * 3600))

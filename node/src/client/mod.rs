@@ -206,7 +206,8 @@ impl Client {
             return c.predict(model, rows).await;
         }
         let body = serde_json::to_vec(&seed_body(&rows)?).map_err(|e| ClientError::Setup(e.to_string()))?;
-        let posted = self.post_full(&format!("/api/v1/models/{model}/predict"), body.into()).await?;
+        let posted =
+            self.post_full(&format!("/api/v1/models/{}/predict", segment(model)), body.into()).await?;
         parse_seed(posted.status, &posted.body)
     }
 
@@ -382,5 +383,31 @@ async fn quic_connect(options: &ClientOptions, alpn: &[u8]) -> Result<quinn::Con
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(connect(e.to_string())),
         Err(_) => Err(ClientError::Timeout(options.timeout)),
+    }
+}
+
+/// Characters a URL path segment keeps as they are: RFC 3986's unreserved ones.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// `name` as one URL path segment: `/`, `?`, `#`, `%` and the rest escaped, and `.` / `..`
+/// (which URL normalisation would resolve away) escaped too, so a name can never reach
+/// another route.
+pub fn segment(name: &str) -> String {
+    match name {
+        "." => "%2E".to_string(),
+        ".." => "%2E%2E".to_string(),
+        _ => percent_encoding::utf8_percent_encode(name, SEGMENT).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod segment_tests {
+    #[test]
+    fn names_stay_one_path_segment() {
+        assert_eq!(super::segment("breast-cancer-mlp_v2.1~x"), "breast-cancer-mlp_v2.1~x");
+        assert_eq!(super::segment("nosuch/../cancer"), "nosuch%2F..%2Fcancer");
+        assert_eq!(super::segment(".."), "%2E%2E");
+        assert_eq!(super::segment("a?b#c%d e"), "a%3Fb%23c%25d%20e");
     }
 }

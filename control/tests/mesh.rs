@@ -478,6 +478,9 @@ async fn a_killed_node_is_marked_down_everywhere_and_clients_fail_over() {
     let d = nodes.iter().find(|n| n.handle.state.config.id == drained).unwrap();
     let (status, body) = post_json(&format!("{}/api/v1/admin/drain", d.url()), &json!({})).await;
     assert_eq!((status, body["draining"].as_bool()), (202, Some(true)), "{body}");
+    // Not ready from then on, in its own report too (spread batch jobs pick ready nodes).
+    let (_, info) = get_json(&format!("{}/api/v1/node", d.url())).await;
+    assert_eq!((info["ready"].as_bool(), info["draining"].as_bool()), (Some(false), Some(true)), "{info}");
     let others: Vec<&Node> = nodes.iter().filter(|n| n.handle.state.config.id != drained).collect();
     wait_members(&others, &[drained.as_str()], MemberStatus::Down).await;
     assert!(!callers.served_next(50, &drained).await, "{drained} answered after it left");

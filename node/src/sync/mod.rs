@@ -108,7 +108,9 @@ pub fn node_info(state: &NodeState) -> NodeInfo {
         region: state.config.region.clone(),
         http_url: state.url.clone(),
         catalog_epoch: table.catalog.epoch,
-        ready: table.ready(),
+        // A draining node takes no new traffic: not ready, for control's directory (spread
+        // batch shards), `/api/v1/node` and clients alike.
+        ready: table.ready() && !state.draining.load(std::sync::atomic::Ordering::Relaxed),
         models: table
             .loaded()
             .map(|(m, live)| LoadedInfo {

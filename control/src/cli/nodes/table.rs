@@ -94,7 +94,7 @@ pub async fn directory(client: &Client, out: &Output) -> anyhow::Result<()> {
             t.add_row(vec![
                 n.info.region.clone(),
                 n.info.id.clone(),
-                n.state.clone(),
+                if n.info.draining { format!("{} (draining)", n.state) } else { n.state.clone() },
                 yes_no(n.info.ready),
                 n.info.http_url.clone(),
                 n.info.catalog_epoch.to_string(),

@@ -423,3 +423,27 @@ async fn an_ndjson_stream_answers_every_line_before_a_bad_one() {
     node.stop().await;
     control.stop().await;
 }
+
+/// A node that is not there: every transport says it cannot connect, within the connect
+/// timeout (5 s), not after the request timeout (QUIC transports once waited the full 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_node_is_a_connect_error_on_every_transport() {
+    // A UDP and TCP port nothing listens on: bound, then released.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for transport in [Transport::Http1, Transport::H3, Transport::Native] {
+        let options = ClientOptions {
+            url: format!("http://127.0.0.1:{port}"),
+            transport,
+            quic_addr: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+            timeout: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(20), async {
+            Client::connect(options).await?.predict(MLP, Rows::Json(rows(1))).await
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{transport}: still waiting after 20 s"));
+        let err = outcome.unwrap_err();
+        assert!(matches!(err, ClientError::Connect { .. }), "{transport}: {err}");
+    }
+}

@@ -22,7 +22,7 @@ impl Http1Client {
         let tls = tls_config(options, &[b"http/1.1"])?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
-            .connect_timeout(Duration::from_secs(5).min(options.timeout))
+            .connect_timeout(super::CONNECT_TIMEOUT.min(options.timeout))
             .timeout(options.timeout)
             .tcp_nodelay(true)
             .build()

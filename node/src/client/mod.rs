@@ -356,6 +356,9 @@ fn tls_config(options: &ClientOptions, alpn: &[&[u8]]) -> Result<rustls::ClientC
 }
 
 /// A QUIC connection to the node with `alpn`.
+/// Longest wait for a node to answer a connection (TCP or QUIC handshake).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn quic_connect(options: &ClientOptions, alpn: &[u8]) -> Result<quinn::Connection, ClientError> {
     let (host, port) = host_port(&options.url)?;
     let addr = match options.quic_addr {
@@ -379,10 +382,12 @@ async fn quic_connect(options: &ClientOptions, alpn: &[u8]) -> Result<quinn::Con
     endpoint.set_default_client_config(config);
     let connect = |reason: String| ClientError::Connect { url: options.url.clone(), reason };
     let connecting = endpoint.connect(addr, &host).map_err(|e| connect(e.to_string()))?;
-    match tokio::time::timeout(options.timeout, connecting).await {
+    // Like HTTP/1.1's connect timeout: a node that does not answer the handshake is not there.
+    let limit = CONNECT_TIMEOUT.min(options.timeout);
+    match tokio::time::timeout(limit, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(connect(e.to_string())),
-        Err(_) => Err(ClientError::Timeout(options.timeout)),
+        Err(_) => Err(connect(format!("no QUIC handshake with {addr} within {} s", limit.as_secs_f64()))),
     }
 }
 

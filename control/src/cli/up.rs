@@ -256,26 +256,38 @@ fn print_usage(
             ""
         }
     };
+    // Every command names the ports and the CA, so it works as printed whatever `--port` was.
+    let curl = if first.starts_with("https://") {
+        format!("curl -s --cacert {}", ca.display())
+    } else {
+        "curl -s".into()
+    };
+    let cli = format!("cargo run --release --bin meridian -- --control {control}");
     say!("\nTry:\n");
     say!(
-        "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict{auth} -H 'content-type: application/json' \\\n    -d '{{\"features\": {}}}'\n",
+        "  {curl} {first}/api/v1/models/breast-cancer-mlp/predict{auth} -H 'content-type: application/json' \\\n    -d '{{\"features\": {}}}'\n",
         example_row()
     );
     say!(
-        "  curl -s {first}/api/v1/models/breast-cancer-mlp/predict{auth} -H 'content-type: application/json' \\\n    -d '{{\"entity\": {{\"patient_id\": \"p42\"}}}}'\n"
+        "  {curl} {first}/api/v1/models/breast-cancer-mlp/predict{auth} -H 'content-type: application/json' \\\n    -d '{{\"entity\": {{\"patient_id\": \"p42\"}}}}'\n"
     );
     say!(
-        "  cargo run --release --bin meridian -- predict breast-cancer-mlp --transport native --ca {} \\\n    --features '{}'\n",
+        "  {cli} predict breast-cancer-mlp --node {first} --transport native --ca {} \\\n    --features '{}'\n",
         ca.display(),
         example_row()
     );
-    say!("  cargo run --release --bin meridian -- models list");
-    say!("  cargo run --release --bin meridian -- nodes");
-    say!("  cargo run --release --bin meridian -- keys create --name app --scope predict");
-    say!("  curl -s {first}/v2/models/breast-cancer-mlp{auth}\n\nCtrl-C stops everything.");
+    say!("  {cli} models list");
+    say!("  {cli} nodes --node {first} --ca {}", ca.display());
+    say!("  {cli} keys create --name app --scope predict");
+    say!("  {curl} {first}/v2/models/breast-cancer-mlp{auth}\n\nCtrl-C stops everything.");
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    // Control, three nodes on the next ports, their mesh endpoints up to port + 13.
+    let highest = u16::MAX - MESH_PORT_OFFSET - REGIONS.len() as u16;
+    if args.port == 0 || args.port > highest {
+        anyhow::bail!("--port must be between 1 and {highest}: the nodes and their mesh endpoints take the ports above it");
+    }
     let shutdown = shutdown_on_signal();
     let ca = meridian_node::transport::certs::DevCa::open_or_create(&args.data_dir.join("certs"))?;
     let (control, client) = start_control(&args, &ca, &shutdown).await?;

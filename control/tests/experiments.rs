@@ -243,6 +243,16 @@ async fn feedback_is_scored_per_arm_and_reaches_the_experiment_results() {
         assert!(a.requests >= n);
     }
     assert!(results.arms[1].p_value.is_some_and(|p| (0.0..=1.0).contains(&p)));
+    assert!(!results.stopped);
+    // Stopping ends the split, not the results: they stay readable, marked stopped.
+    control.client.stop_experiment(&exp.name).await.unwrap();
+    let after = control.client.experiment_results(&exp.name).await.unwrap();
+    assert!(after.stopped);
+    let counts = |r: &meridian_control::api::experiments::ExperimentResults| {
+        r.arms.iter().map(|a| a.outcome.n).collect::<Vec<_>>()
+    };
+    assert_eq!(counts(&after), counts(&results));
+    assert_eq!(control.client.experiment(&exp.name).await.unwrap().name, exp.name);
     nodes.into_iter().next().unwrap().stop().await;
     control.stop().await;
 }

@@ -20,18 +20,25 @@ pub async fn list(State(state): State<SharedState>) -> Json<Vec<Experiment>> {
     Json(state.catalog.borrow().experiments.values().cloned().collect())
 }
 
-/// The running experiment called `name`.
-fn running(state: &SharedState, name: &str) -> Result<Experiment, ApiError> {
-    let catalog = state.catalog.borrow();
-    let found = catalog.experiments.values().find(|e| e.name == name).cloned();
-    found.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no running experiment named {name:?}")))
+/// The experiment called `name`: the running one, else the last one stopped under that name
+/// (whether it was stopped).
+async fn find(state: &SharedState, name: &str) -> Result<(Experiment, bool), ApiError> {
+    let running = state.catalog.borrow().experiments.values().find(|e| e.name == name).cloned();
+    if let Some(e) = running {
+        return Ok((e, false));
+    }
+    let owned = name.to_string();
+    match state.registry_op(move |r| r.stopped_experiment(&owned)).await? {
+        Some(e) => Ok((e, true)),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no experiment named {name:?}"))),
+    }
 }
 
 pub async fn show(
     State(state): State<SharedState>,
     Path(name): Path<String>,
 ) -> Result<Json<Experiment>, ApiError> {
-    running(&state, &name).map(Json)
+    find(&state, &name).await.map(|(e, _)| Json(e))
 }
 
 pub async fn start(
@@ -73,6 +80,10 @@ pub struct ArmResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExperimentResults {
     pub experiment: Experiment,
+    /// Whether the experiment was stopped (its results stay readable while control keeps the
+    /// reports, an hour).
+    #[serde(default)]
+    pub stopped: bool,
     pub window_s: u64,
     pub test: String,
     pub arms: Vec<ArmResult>,
@@ -90,7 +101,7 @@ pub async fn results(
     Path(name): Path<String>,
     Query(q): Query<ResultsQuery>,
 ) -> Result<Json<ExperimentResults>, ApiError> {
-    let experiment = running(&state, &name)?;
+    let (experiment, stopped) = find(&state, &name).await?;
     let window_s = q.window_s.unwrap_or(KEEP_MS / 1_000).clamp(1, KEEP_MS / 1_000);
     let stats = state.sink.query(Some(&experiment.model), window_s * 1_000, unix_ms(), false);
     let mut arms: Vec<ArmResult> = experiment
@@ -122,5 +133,5 @@ pub async fn results(
         }
     }
     let test = "mSPRT with a normal mixture (tau^2 = pooled variance): always-valid p-values".to_string();
-    Ok(Json(ExperimentResults { experiment, window_s, test, arms }))
+    Ok(Json(ExperimentResults { experiment, stopped, window_s, test, arms }))
 }

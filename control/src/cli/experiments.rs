@@ -135,6 +135,12 @@ pub async fn run(client: &Client, cmd: ExperimentsCommand, out: &Output) -> anyh
             if !out.json {
                 say!("{}", results_table(&results));
                 say!("test: {}", results.test);
+                if results.stopped {
+                    say!(
+                        "stopped: no traffic is split any more; the figures cover the last {} s",
+                        results.window_s
+                    );
+                }
             }
             Ok(())
         }

@@ -99,6 +99,8 @@ pub struct Registry {
     pub(super) keys: sled::Tree,
     /// Canary rollouts by model (see `rollouts.rs`).
     pub(super) rollouts: sled::Tree,
+    /// Stopped experiments by name, so their results stay readable.
+    stopped: sled::Tree,
     artifacts: ArtifactStore,
     pub(super) write_lock: Mutex<()>,
 }
@@ -144,6 +146,7 @@ impl Registry {
             catalog: db.open_tree("catalog")?,
             keys: db.open_tree("keys")?,
             rollouts: db.open_tree("rollouts")?,
+            stopped: db.open_tree("stopped_experiments")?,
             artifacts: ArtifactStore::open(&dir.join("artifacts"))?,
             db,
             write_lock: Mutex::new(()),
@@ -250,10 +253,21 @@ impl Registry {
             .find(|e| e.name == name)
             .map(|e| e.model.clone())
             .ok_or_else(|| RegistryError::NotFound(format!("no running experiment named {name:?}")))?;
+        if let Some(experiment) = catalog.experiments.get(&model) {
+            self.stopped.insert(name.as_bytes(), serde_json::to_vec(experiment)?)?;
+        }
         self.change(&model, |_, catalog| {
             catalog.experiments.remove(&model);
             Ok(())
         })
+    }
+
+    /// An experiment stopped earlier, by name (the newest of that name).
+    pub fn stopped_experiment(&self, name: &str) -> Result<Option<Experiment>, RegistryError> {
+        match self.stopped.get(name.as_bytes())? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
     }
 
     /// Define or replace a feature view; it reaches nodes in the catalog.

@@ -113,6 +113,22 @@ pub async fn run(client: &Client, cmd: ModelsCommand, out: &Output) -> anyhow::R
             if !out.json {
                 say!("{name}: loaded in {} (catalog epoch {})", placement.describe(), catalog.epoch);
             }
+            // A misspelt region loads the model nowhere: say so. Control knows the regions of the
+            // nodes that report to it (mesh-only nodes do not), so this warns, never refuses.
+            if let meridian_gossip::Placement::Regions { regions } = &placement {
+                let known: std::collections::BTreeSet<String> = client
+                    .nodes()
+                    .await
+                    .map(|n| n.into_iter().map(|n| n.info.region).collect())
+                    .unwrap_or_default();
+                let unknown: Vec<&String> = regions.iter().filter(|r| !known.contains(*r)).collect();
+                if !known.is_empty() && !unknown.is_empty() {
+                    eprintln!(
+                        "warning: no node reporting to control is in {unknown:?} (regions reporting: {known:?}); \
+                         if no mesh node is there either, {name} is loaded nowhere and every request for it fails"
+                    );
+                }
+            }
             catalog_change(&name, catalog, out)
         }
         ModelsCommand::Archive { name, version } => {

@@ -105,7 +105,7 @@ fn draw(s: &RolloutStatus) {
             _ => format!("{p}%"),
         })
         .collect();
-    say!("rollout of {} v{} over v{}: {:?}", r.spec.model, r.spec.canary, r.spec.baseline, r.phase);
+    say!("rollout of {} v{} over v{}: {}", r.spec.model, r.spec.canary, r.spec.baseline, r.phase);
     say!("steps:  {}", steps.join(" → "));
     say!(
         "guards: p99 ≤ {} ms, p99 ≤ {} × baseline, error rate ≤ {}, judged after {} canary requests per region",

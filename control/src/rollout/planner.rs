@@ -87,6 +87,21 @@ pub enum Phase {
     Aborted,
 }
 
+/// For people: `holding step 1`, `paused at step 2 (held 6.6 s)`, `rolled back: <reason>`.
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Phase::Holding { step, .. } => write!(f, "holding step {}", step + 1),
+            Phase::Paused { step, held_ms } => {
+                write!(f, "paused at step {} (held {:.1} s)", step + 1, *held_ms as f64 / 1000.0)
+            }
+            Phase::Promoted => f.write_str("promoted"),
+            Phase::RolledBack { reason } => write!(f, "rolled back: {reason}"),
+            Phase::Aborted => f.write_str("aborted"),
+        }
+    }
+}
+
 impl Phase {
     pub fn is_done(&self) -> bool {
         matches!(self, Phase::Promoted | Phase::RolledBack { .. } | Phase::Aborted)
@@ -213,7 +228,7 @@ impl Rollout {
                 None
             }
             (Command::Pause, _) | (Command::Resume, _) => {
-                return Err(format!("cannot {cmd:?} while {:?}", self.phase))
+                return Err(format!("cannot {} while {}", format!("{cmd:?}").to_lowercase(), self.phase))
             }
             (Command::Promote, _) => {
                 self.phase = Phase::Promoted;
@@ -317,7 +332,8 @@ mod tests {
         r.command(Command::Resume, 10_000).unwrap();
         assert_eq!(r.tick(10_599, &[]), None, "the hold resumes where it paused");
         assert_eq!(r.tick(10_600, &[]), Some(Action::SetCanaryShare { canary_bp: 500 }));
-        assert!(r.command(Command::Resume, 10_700).is_err());
+        let refused = r.command(Command::Resume, 10_700).unwrap_err();
+        assert_eq!(refused, "cannot resume while holding step 2", "said for people, not in Debug");
         assert_eq!(r.command(Command::Promote, 11_000).unwrap(), Some(Action::Promote));
         assert!(r.command(Command::Abort, 11_001).is_err(), "over");
         let (mut r, _) = Rollout::start(spec(), 0).unwrap();

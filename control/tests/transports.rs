@@ -420,6 +420,25 @@ async fn an_ndjson_stream_answers_every_line_before_a_bad_one() {
         assert_eq!(error["line"], bad_line, "{error}");
         assert!(error["error"].as_str().unwrap().contains(&format!("line {bad_line}")), "{error}");
     }
+    // A stream the node refuses before reading it (an unknown model here) reports the node's
+    // error on every transport, though the node closed the connection under the upload.
+    for transport in [Transport::Http1, Transport::H3, Transport::Native] {
+        let client = Client::connect(options(&node, &ca, transport)).await.unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                if tx.send(Rows::Json(rows(250))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let outcome = match client.stream("no-such-model", rx).await {
+            Ok(mut answers) => answers.recv().await.unwrap().map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let err = outcome.unwrap_err();
+        assert_eq!(err.status(), Some(404), "{transport}: {err}");
+    }
     node.stop().await;
     control.stop().await;
 }

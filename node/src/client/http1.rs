@@ -60,6 +60,25 @@ impl Http1Client {
         Ok(Posted { status, body, node })
     }
 
+    /// Why the node refuses requests for `model`, if it does: a node that answers a stream
+    /// with an error before reading its body (unknown model, bad key, draining) closes the
+    /// connection under the client's upload, which then sees only a broken connection. The
+    /// model's V2 readiness route, with the same credentials, gets the node's own error.
+    async fn refusal(&self, model: &str) -> Option<ClientError> {
+        let probe = self.http.get(format!("{}/v2/models/{}/ready", self.base, super::segment(model)));
+        let probe = match &self.token {
+            Some(token) => probe.bearer_auth(token),
+            None => probe,
+        };
+        let resp = probe.timeout(Duration::from_secs(5)).send().await.ok()?;
+        let status = resp.status().as_u16();
+        if status == 200 {
+            return None;
+        }
+        let body = resp.bytes().await.ok()?;
+        parse_seed(status, &body).err()
+    }
+
     pub async fn stream(
         &self,
         model: &str,
@@ -75,8 +94,11 @@ impl Http1Client {
             .body(reqwest::Body::wrap_stream(body))
             .timeout(Duration::from_secs(24 * 3600))
             .send()
-            .await
-            .map_err(|e| self.failed(&e))?;
+            .await;
+        let resp = match resp {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.refusal(model).await.unwrap_or_else(|| self.failed(&e))),
+        };
         let status = resp.status().as_u16();
         if status != 200 {
             let body = resp.bytes().await.unwrap_or_default();

@@ -483,6 +483,12 @@ async fn a_killed_node_is_marked_down_everywhere_and_clients_fail_over() {
     assert_eq!((info["ready"].as_bool(), info["draining"].as_bool()), (Some(false), Some(true)), "{info}");
     let others: Vec<&Node> = nodes.iter().filter(|n| n.handle.state.config.id != drained).collect();
     wait_members(&others, &[drained.as_str()], MemberStatus::Down).await;
+    // Having left, the drained node still shows the members it parted from, so a client that
+    // asks it (a seed) finds the rest of the mesh (its view once listed only itself).
+    let (_, view) = get_json(&format!("{}/api/v1/mesh/nodes", d.url())).await;
+    let alive =
+        view["nodes"].as_array().unwrap().iter().filter(|n| n["self"] == false && n["state"] == "alive");
+    assert!(alive.count() >= 2, "{view}");
     assert!(!callers.served_next(50, &drained).await, "{drained} answered after it left");
     let (calls, failures) = callers.finish().await;
     assert!(failures.is_empty(), "{} of {calls} calls failed: {failures:?}", failures.len());

@@ -36,6 +36,9 @@ pub struct Mesh {
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// The members as last asked of the driver, and when (see [`Mesh::members`]).
     members: std::sync::Mutex<Option<(tokio::time::Instant, Arc<Vec<MemberView>>)>>,
+    /// The members as they were when this node left after a drain: its view keeps showing
+    /// them, so a client that asks it still finds the rest of the mesh.
+    pub(crate) parting: std::sync::Mutex<Option<Vec<MemberView>>>,
     /// HTTP/3 connections to peers for forwarding.
     pub(crate) h3: Links<crate::client::H3Client>,
     /// Native-protocol connections to peers for relaying streams.
@@ -191,6 +194,7 @@ pub async fn start(config: &NodeConfig) -> Result<Option<Mesh>, NodeError> {
         handle,
         task: std::sync::Mutex::new(Some(task)),
         members: Default::default(),
+        parting: Default::default(),
         h3: Links::default(),
         native: Links::default(),
     }))
@@ -218,7 +222,11 @@ pub async fn view(state: &NodeState) -> MeshView {
         info: Some(me.clone()),
     }];
     if let Some(mesh) = &state.mesh {
-        let mut members = mesh.handle.members().await.unwrap_or_default();
+        let parted = mesh.parting.lock().ok().and_then(|p| p.clone());
+        let mut members = match parted {
+            Some(members) => members,
+            None => mesh.handle.members().await.unwrap_or_default(),
+        };
         members.sort_by(|a, b| (&a.node, b.generation).cmp(&(&b.node, a.generation)));
         members.dedup_by(|later, first| later.node == first.node);
         nodes.extend(members.into_iter().filter(|m| m.node != me.id).map(|m| MeshNode {

@@ -189,6 +189,10 @@ pub async fn drain(state: Arc<NodeState>) {
     let Some(mesh) = &state.mesh else { return };
     let _ = mesh.handle.set_local_info(crate::sync::node_info(&state)).await;
     if !sleep_or_shutdown(&state, Duration::from_millis(state.config.mesh.drain_grace_ms)).await {
+        let members = mesh.handle.members().await.unwrap_or_default();
+        if let Ok(mut parting) = mesh.parting.lock() {
+            *parting = Some(members);
+        }
         mesh.handle.leave().await;
         tracing::warn!("drained: left the mesh");
     }

@@ -439,6 +439,15 @@ async fn an_ndjson_stream_answers_every_line_before_a_bad_one() {
         let err = outcome.unwrap_err();
         assert_eq!(err.status(), Some(404), "{transport}: {err}");
     }
+    // A request over the node's body limit (4 MiB) is refused with 413, though the node stops
+    // reading it midway. Over HTTP/1.1 the upload may break before the answer is read: then
+    // the error says what probably happened.
+    for transport in [Transport::Http1, Transport::H3, Transport::Native] {
+        let client = Client::connect(options(&node, &ca, transport)).await.unwrap();
+        let err = client.predict(MLP, Rows::Json(rows(12_000))).await.unwrap_err();
+        let explained = transport == Transport::Http1 && err.to_string().contains("max_body_bytes");
+        assert!(err.status() == Some(413) || explained, "{transport}: {err}");
+    }
     node.stop().await;
     control.stop().await;
 }

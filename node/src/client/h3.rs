@@ -90,18 +90,31 @@ impl H3Client {
     ) -> Result<(http::response::Parts, Bytes), ClientError> {
         let work = async {
             let mut send = self.send.clone();
-            let mut stream = send.send_request(request).await.map_err(h3_error)?;
-            stream.send_data(body).await.map_err(h3_error)?;
-            stream.finish().await.map_err(h3_error)?;
-            let resp = stream.recv_response().await.map_err(h3_error)?;
-            let mut out = BytesMut::new();
-            while let Some(mut chunk) = stream.recv_data().await.map_err(h3_error)? {
-                if out.len() + chunk.remaining() > MAX_ANSWER {
-                    return Err(ClientError::Protocol("an answer over 64 MiB".into()));
+            let stream = send.send_request(request).await.map_err(h3_error)?;
+            let (mut up, mut down) = stream.split();
+            // The answer is read while the body goes out: a node that refuses a body (over its
+            // limit, say) answers and stops reading it, and that answer is what the caller needs.
+            let sending = async move {
+                up.send_data(body).await?;
+                up.finish().await
+            };
+            let receiving = async move {
+                let resp = down.recv_response().await.map_err(h3_error)?;
+                let mut out = BytesMut::new();
+                while let Some(mut chunk) = down.recv_data().await.map_err(h3_error)? {
+                    if out.len() + chunk.remaining() > MAX_ANSWER {
+                        return Err(ClientError::Protocol("an answer over 64 MiB".into()));
+                    }
+                    out.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
                 }
-                out.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+                Ok((resp.into_parts().0, out.freeze()))
+            };
+            let (sent, received) = tokio::join!(sending, receiving);
+            match (sent, received) {
+                (_, Ok(answer)) => Ok(answer),
+                (Err(e), Err(_)) => Err(h3_error(e)),
+                (Ok(()), Err(e)) => Err(e),
             }
-            Ok((resp.into_parts().0, out.freeze()))
         };
         tokio::time::timeout(self.timeout, work).await.map_err(|_| ClientError::Timeout(self.timeout))?
     }

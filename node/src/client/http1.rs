@@ -47,13 +47,22 @@ impl Http1Client {
     }
 
     pub async fn post(&self, path: &str, body: Bytes) -> Result<Posted, ClientError> {
-        let resp = self
-            .request(path)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.failed(&e))?;
+        let len = body.len();
+        let resp =
+            self.request(path).header("content-type", "application/json").body(body).send().await.map_err(
+                |e| match self.failed(&e) {
+                    // A node refusing a body over its limit answers 413 and closes the connection;
+                    // over HTTP/1.1 the upload can break before that answer is read.
+                    ClientError::Connect { url, reason } if len > 1 << 20 => ClientError::Connect {
+                        url,
+                        reason: format!(
+                            "{reason} (while sending {len} bytes: the node may refuse bodies this large, \
+                         max_body_bytes is 4 MiB by default; send fewer rows per request)"
+                        ),
+                    },
+                    other => other,
+                },
+            )?;
         let status = resp.status().as_u16();
         let node = resp.headers().get(SERVED_BY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = resp.bytes().await.map_err(|e| self.failed(&e))?;

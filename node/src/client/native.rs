@@ -1,6 +1,7 @@
 //! The native protocol's client side: one connection, `HELLO` once, a stream per request.
 
 use bytes::Bytes;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{quic_connect, Answer, ClientError, ClientOptions, Prediction, Rows};
@@ -83,9 +84,17 @@ impl NativeClient {
             let (mut send, recv) = self.conn.open_bi().await.map_err(|e| self.lost(e))?;
             let mut wire = open_frame(model)?.to_vec();
             wire.extend_from_slice(&rows_frame(&rows)?);
-            send.write_all(&wire).await.map_err(|e| self.lost(e))?;
+            // A node that refuses the request (a frame over its limit, say) answers ERROR and
+            // stops reading: the write then fails, and the answer says why.
+            let written = send.write_all(&wire).await;
             let _ = send.finish();
             let mut reader = FrameReader::new(recv, MAX_ANSWER);
+            if let Err(e) = written {
+                return match tokio::time::timeout(Duration::from_secs(2), reader.next()).await {
+                    Ok(Ok(Some(f))) if f.kind == Kind::Error => Err(error_of(&f)),
+                    _ => Err(self.lost(e)),
+                };
+            }
             match reader.next().await {
                 Ok(Some(f)) if f.kind == Kind::Result => serde_json::from_slice(&f.payload)
                     .map_err(|e| ClientError::Protocol(format!("RESULT: {e}"))),

@@ -20,6 +20,13 @@ pub struct CertsArgs {
 }
 
 pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
+    // A file name stem in `--dir`, not a path out of it.
+    let stem_ok = !args.name.is_empty()
+        && args.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !args.name.starts_with('.');
+    if !stem_ok {
+        anyhow::bail!("--name {:?} must be a file name stem: letters, digits, '-', '_', '.'", args.name);
+    }
     let ca = DevCa::open_or_create(&args.dir)?;
     let (cert, key) = ca.issue(&args.sans, &args.dir, &args.name)?;
     say!("CA           {}", ca.cert_path.display());
@@ -32,4 +39,26 @@ pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
     );
     say!("Clients trust the CA: curl --cacert {0}, meridian predict --ca {0}", ca.cert_path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_name_cannot_lead_out_of_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |name: &str| CertsArgs {
+            dir: dir.path().join("certs"),
+            name: name.into(),
+            sans: vec!["localhost".into()],
+        };
+        for bad in ["../escape", "a/b", "", ".hidden"] {
+            assert!(run(&args(bad)).unwrap_err().to_string().contains("file name stem"), "{bad}");
+        }
+        assert!(!dir.path().join("escape.pem").exists());
+        run(&args("node-1")).unwrap();
+        assert!(dir.path().join("certs/node-1.pem").exists());
+    }
 }

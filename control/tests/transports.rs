@@ -286,6 +286,13 @@ async fn bad_handshakes_and_frames_get_their_errors_and_the_node_keeps_serving()
     mixed.extend_from_slice(&encode(Kind::RowsF32, &encode_f32_rows(2, 30, &[0.5; 60])));
     let (kinds, _) = exchange(&conn, &mixed).await;
     assert_eq!(kinds, vec![Kind::Error as u8, Kind::Result as u8]);
+    // Errors name the frame they answer.
+    let mut second_bad = open.to_vec();
+    second_bad.extend_from_slice(&encode(Kind::RowsF32, &encode_f32_rows(2, 30, &[0.5; 60])));
+    second_bad.extend_from_slice(&encode(Kind::RowsF32, &encode_f32_rows(1, 3, &[1.0, 2.0, 3.0])));
+    let (kinds, error) = exchange(&conn, &second_bad).await;
+    assert_eq!(kinds, vec![Kind::Result as u8, Kind::Error as u8]);
+    assert!(error.unwrap()["error"].as_str().unwrap().starts_with("rows frame 2: "));
 
     // Over HTTP: a stream with a bad line ends with an error naming the line.
     for transport in [Transport::Http1, Transport::H3] {

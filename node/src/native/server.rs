@@ -268,6 +268,8 @@ async fn read_rows(
     session: &Session,
     tx: &mpsc::Sender<Item>,
 ) -> Option<u32> {
+    // Errors name the rows frame (1-based): the answers come one per frame, in order.
+    let mut frames = 0usize;
     loop {
         let (item, stop) = match reader.next().await {
             Ok(Some(frame)) => match rows_of(model, &frame) {
@@ -275,7 +277,10 @@ async fn read_rows(
                     Ok(()) => (start(state, model, input, "native").await, None),
                     Err(e) => (Err(e), None),
                 },
-                Err((e, stop)) => (Err(e), stop),
+                Err((mut e, stop)) => {
+                    e.message = format!("rows frame {}: {}", frames + 1, e.message);
+                    (Err(e), stop)
+                }
             },
             Ok(None) => return None,
             Err(e) => {
@@ -283,6 +288,7 @@ async fn read_rows(
                 (Err(e), stop)
             }
         };
+        frames += 1;
         if tx.send(item).await.is_err() || stop.is_some() {
             return stop;
         }

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
-use meridian_models::features::FeatureView;
+use meridian_models::features::{FeatureValue, FeatureView};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -89,14 +89,29 @@ pub async fn get(
     let row = found.row.ok_or_else(|| {
         ApiError::not_found(format!("no row for {:?} {entity:?} in view {:?}", view.entity, view.name))
     })?;
+    // Values are stored as numbers; they read back in the view's types.
+    let features: Map<String, Value> =
+        row.values.iter().map(|(name, value)| (name.clone(), typed(&view, name, value))).collect();
     Ok(Json(json!({
         "view": view.name,
         view.entity.clone(): entity,
-        "features": row.values,
+        "features": features,
         "age_ms": row.age_ms(unix_ms()),
         "source": found.tier.label(),
         "degraded": found.degraded,
     })))
+}
+
+/// A stored value as JSON of its feature's type: `int` as an integer, `bool` as a boolean.
+fn typed(view: &FeatureView, name: &str, value: &FeatureValue) -> Value {
+    use meridian_models::features::FeatureType;
+    match (view.features.get(name), value) {
+        (Some(FeatureType::Int), FeatureValue::Number(x)) if x.fract() == 0.0 && x.abs() < 9.0e15 => {
+            json!(*x as i64)
+        }
+        (Some(FeatureType::Bool), FeatureValue::Number(x)) => json!(*x != 0.0),
+        _ => json!(value),
+    }
 }
 
 #[derive(Debug, Serialize)]

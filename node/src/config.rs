@@ -123,7 +123,9 @@ pub struct ModelTuning {
 impl NodeConfig {
     /// An HTTP client builder for calls to control and peers: trusts `ca_file` when set.
     pub fn http_client(&self) -> reqwest::ClientBuilder {
-        let builder = reqwest::Client::builder();
+        // Idle connections are dropped before a meridian listener closes them (its header
+        // timeout, 10 s by default), so a request never races that close.
+        let builder = reqwest::Client::builder().pool_idle_timeout(crate::client::POOL_IDLE);
         let Some(path) = &self.ca_file else { return builder };
         match std::fs::read(path)
             .map_err(|e| e.to_string())

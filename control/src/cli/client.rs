@@ -50,6 +50,7 @@ pub fn http_client_trusting(
     let mut builder = reqwest::Client::builder()
         .default_headers(headers)
         .connect_timeout(Duration::from_secs(3))
+        .pool_idle_timeout(meridian_node::client::POOL_IDLE)
         .timeout(timeout);
     if let Some(ca) = ca {
         let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;

@@ -23,6 +23,7 @@ impl Http1Client {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(super::CONNECT_TIMEOUT.min(options.timeout))
+            .pool_idle_timeout(super::POOL_IDLE)
             .timeout(options.timeout)
             .tcp_nodelay(true)
             .build()

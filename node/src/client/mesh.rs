@@ -142,6 +142,7 @@ impl MeshClient {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(options.probe_timeout)
+            .pool_idle_timeout(super::POOL_IDLE)
             .timeout(options.probe_timeout)
             .build()
             .map_err(|e| ClientError::Setup(e.to_string()))?;

@@ -356,6 +356,11 @@ fn tls_config(options: &ClientOptions, alpn: &[&[u8]]) -> Result<rustls::ClientC
 }
 
 /// A QUIC connection to the node with `alpn`.
+/// How long a client keeps an idle pooled connection: under the listeners' header timeout
+/// (`header_timeout_ms`, 10 s by default), which closes idle keep-alive connections, so a
+/// request is never sent on a connection the node is closing.
+pub const POOL_IDLE: Duration = Duration::from_secs(5);
+
 /// Longest wait for a node to answer a connection (TCP or QUIC handshake).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 

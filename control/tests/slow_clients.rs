@@ -76,3 +76,38 @@ async fn slow_headers_and_stalled_bodies_are_cut_off_and_connections_are_capped(
     node.stop().await;
     control.stop().await;
 }
+
+/// Over TLS too: a client that completes the handshake and then sends nothing is closed after
+/// the header timeout (the protocol comes from ALPN; nothing waits on unbounded first bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_after_the_tls_handshake_is_cut_off() {
+    use rustls::pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, ca) = tls_node_config("n", None, &dir.path().join("n"));
+    config.header_timeout_ms = 500;
+    let node = Node::start(config).await;
+    let addr = node.url().trim_start_matches("https://").to_string();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_file(&ca).unwrap()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = TcpStream::connect(&addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut conn = connector.connect(name, tcp).await.unwrap();
+    let started = Instant::now();
+    let mut got = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut got))
+        .await
+        .expect("the node neither answered nor closed within 10 s")
+        .unwrap_or(0);
+    assert!(n == 0 || got.starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&got[..n]));
+    assert!(started.elapsed() < Duration::from_secs(5), "cut off after {:?}", started.elapsed());
+    node.stop().await;
+}

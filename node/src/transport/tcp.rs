@@ -25,8 +25,8 @@ pub struct HttpLimits {
     /// An HTTP/1.1 request's headers must arrive within this, and an idle keep-alive
     /// connection is closed after it.
     pub header_timeout: Duration,
-    /// A request body that sends nothing for this long is cut off (408 if the handler is still
-    /// reading it).
+    /// A request body that sends nothing for this long is cut off (the handler reading it
+    /// answers 400).
     pub body_idle_timeout: Duration,
 }
 
@@ -57,8 +57,8 @@ async fn sniff_h2(tcp: &tokio::net::TcpStream, within: Duration) -> Option<bool>
             if n == PREFACE.len() {
                 return Some(true);
             }
-            // A prefix of the preface so far: wait for more.
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // A prefix of the preface so far: look again soon (rarely more than once).
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
     tokio::time::timeout(within, look).await.ok().flatten()
@@ -148,7 +148,12 @@ pub async fn serve(
         .service(counted(router, inflight.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // Pings find HTTP/2 peers that vanished; an idle but live one stays (see operations.md).
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(10));
     let mut connections = tokio::task::JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -184,10 +189,12 @@ pub async fn serve(
                         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                     };
-                    // ALPN chose the protocol: no sniffing of the first bytes, whose wait is unbounded.
+                    // ALPN chose the protocol: `serve_connection` (not `_with_upgrades`, which sniffs
+                    // the first bytes without a time limit) honours http1_only / http2_only, and
+                    // HTTP/1.1's header timeout runs from the first byte.
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                    let conn = builder.serve_connection(TokioIo::new(tls), service);
                     watcher.watch(conn.into_owned()).await
                 }
                 None => {
@@ -195,7 +202,7 @@ pub async fn serve(
                         return tracing::debug!(%peer, "no request within the header timeout");
                     };
                     let builder = if h2 { builder.http2_only() } else { builder.http1_only() };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
                     watcher.watch(conn.into_owned()).await
                 }
             };
@@ -210,6 +217,12 @@ pub async fn serve(
     if tokio::time::timeout(DRAIN_TIMEOUT, inflight.drained()).await.is_err() {
         tracing::warn!("requests still running after the drain timeout; closing their connections");
     }
+    // The last answers' bytes may still be on their way out (HTTP/2 sends from its own task):
+    // a moment for connections to end on their own before the rest are closed.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
     signalled.abort();
     connections.shutdown().await;
     Ok(())

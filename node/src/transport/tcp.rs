@@ -212,7 +212,17 @@ pub async fn serve(
         });
     }
     drop(listener);
-    // Connections finish the request they are answering and take no more.
+    close(graceful, &inflight, connections).await;
+    Ok(())
+}
+
+/// Shutdown: connections finish the request they are answering and take no more; once those
+/// are answered (at most [`DRAIN_TIMEOUT`]) and a moment later, every connection is closed.
+async fn close(
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    inflight: &InFlight,
+    mut connections: tokio::task::JoinSet<()>,
+) {
     let signalled = tokio::spawn(graceful.shutdown());
     if tokio::time::timeout(DRAIN_TIMEOUT, inflight.drained()).await.is_err() {
         tracing::warn!("requests still running after the drain timeout; closing their connections");
@@ -225,5 +235,4 @@ pub async fn serve(
     .await;
     signalled.abort();
     connections.shutdown().await;
-    Ok(())
 }

@@ -197,7 +197,8 @@ impl Observation {
         state.metrics.observe(&outcome);
         // A client's mistake (4xx) says nothing about the model version: it is neither a
         // latency nor an error of it (else bad requests could roll a healthy canary back).
-        let clients_fault = (400..500).contains(&code);
+        // 408 and 429 are the version's own: it did not answer in time, or its queue was full.
+        let clients_fault = (400..500).contains(&code) && code != 408 && code != 429;
         if let Some((_, v)) = self.served.as_ref().filter(|_| !clients_fault) {
             state.histograms.record(Sample {
                 model,

@@ -76,10 +76,17 @@ impl Experiment {
             p.push("an experiment needs a name and a unit_key".to_string());
         }
         // Names travel in URLs, metric labels and every node's catalog.
-        let safe =
-            |s: &str| s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        // Not starting with '.': `.` and `..` cannot be URL path segments (clients resolve them).
+        let safe = |s: &str| {
+            s.len() <= 128
+                && !s.starts_with('.')
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
         if !safe(&self.name) {
-            p.push("the experiment name must be at most 128 letters, digits, '-', '_' or '.'".to_string());
+            p.push(
+                "the experiment name must be at most 128 letters, digits, '-', '_' or '.', not starting with '.'"
+                    .to_string(),
+            );
         }
         if self.unit_key.len() > 128 || self.arms.iter().any(|a| a.name.len() > 128) {
             p.push("the unit_key and arm names must be at most 128 characters".to_string());
@@ -154,7 +161,7 @@ mod tests {
         e.arms[1].name = "a0".into();
         assert!(!e.problems().is_empty());
         assert!(exp(&[10_000]).problems().is_empty());
-        for name in ["../x y/é", &"n".repeat(129)] {
+        for name in ["../x y/é", &"n".repeat(129), ".", ".."] {
             let mut e = exp(&[10_000]);
             e.name = name.to_string();
             assert!(e.problems().iter().any(|p| p.contains("experiment name")), "{name}");

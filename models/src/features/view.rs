@@ -29,8 +29,13 @@ pub struct FeatureView {
     pub description: String,
 }
 
+/// 1-128 letters, digits, '-', '_' or '.', not starting with '.' (`.` and `..` cannot be URL
+/// path segments: clients resolve them away).
 fn name_ok(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 impl FeatureView {
@@ -38,7 +43,10 @@ impl FeatureView {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if !name_ok(&self.name) {
-            p.push(format!("view name {:?} must be 1-128 letters, digits, '-', '_' or '.'", self.name));
+            p.push(format!(
+                "view name {:?} must be 1-128 letters, digits, '-', '_' or '.', not starting with '.'",
+                self.name
+            ));
         }
         if !name_ok(&self.entity) {
             p.push(format!("entity key {:?} must be 1-128 letters, digits, '-', '_' or '.'", self.entity));

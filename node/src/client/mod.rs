@@ -400,15 +400,11 @@ async fn quic_connect(options: &ClientOptions, alpn: &[u8]) -> Result<quinn::Con
 const SEGMENT: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
-/// `name` as one URL path segment: `/`, `?`, `#`, `%` and the rest escaped, and `.` / `..`
-/// (which URL normalisation would resolve away) escaped too, so a name can never reach
-/// another route.
+/// `name` as one URL path segment: `/`, `?`, `#`, `%` and the rest escaped, so a name can
+/// never reach another route. `.` and `..` cannot be sent at all (URL parsing resolves them,
+/// escaped or not); names of models, views and experiments never start with '.'.
 pub fn segment(name: &str) -> String {
-    match name {
-        "." => "%2E".to_string(),
-        ".." => "%2E%2E".to_string(),
-        _ => percent_encoding::utf8_percent_encode(name, SEGMENT).to_string(),
-    }
+    percent_encoding::utf8_percent_encode(name, SEGMENT).to_string()
 }
 
 #[cfg(test)]
@@ -417,7 +413,6 @@ mod segment_tests {
     fn names_stay_one_path_segment() {
         assert_eq!(super::segment("breast-cancer-mlp_v2.1~x"), "breast-cancer-mlp_v2.1~x");
         assert_eq!(super::segment("nosuch/../cancer"), "nosuch%2F..%2Fcancer");
-        assert_eq!(super::segment(".."), "%2E%2E");
         assert_eq!(super::segment("a?b#c%d e"), "a%3Fb%23c%25d%20e");
     }
 }

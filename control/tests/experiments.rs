@@ -28,18 +28,25 @@ fn arm(name: &str, version: u32, weight_bp: u32) -> Arm {
 
 /// Control with `cancer` v1 = logistic regression (deployed), v2 = MLP, and `ids` nodes.
 async fn setup(dir: &std::path::Path, ids: &[&str]) -> (Control, Vec<Node>) {
-    setup_with(dir, ids, |_| {}).await
+    let control = models(dir).await;
+    let nodes = start_nodes(&control, dir, ids, |_| {}).await;
+    (control, nodes)
 }
 
-async fn setup_with(
-    dir: &std::path::Path,
-    ids: &[&str],
-    tweak: impl Fn(&mut meridian_node::NodeConfig),
-) -> (Control, Vec<Node>) {
+async fn models(dir: &std::path::Path) -> Control {
     let control = Control::start(dir).await;
     control.push("cancer", demo_model("breast-cancer-logreg").unwrap()).await;
     control.push("cancer", demo_model("breast-cancer-mlp").unwrap()).await;
     control.client.deploy("cancer", Some(1)).await.unwrap();
+    control
+}
+
+async fn start_nodes(
+    control: &Control,
+    dir: &std::path::Path,
+    ids: &[&str],
+    tweak: impl Fn(&mut meridian_node::NodeConfig),
+) -> Vec<Node> {
     let mut nodes = Vec::new();
     for id in ids {
         let mut config = node_config(id, Some(control.url()), &dir.join(id));
@@ -49,7 +56,7 @@ async fn setup_with(
         node.wait_live("cancer", 1).await;
         nodes.push(node);
     }
-    (control, nodes)
+    nodes
 }
 
 async fn wait_experiment_versions(nodes: &[Node], versions: &[u32]) {
@@ -260,15 +267,22 @@ async fn feedback_is_scored_per_arm_and_reaches_the_experiment_results() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feedback_sent_to_another_region_reaches_the_node_that_answered() {
     let dir = tempfile::tempdir().unwrap();
-    // With auth on: the relay carries the caller's key (it once went without and got 401).
-    let (control, nodes) = setup_with(dir.path(), &["eu", "us"], |c| c.auth.enabled = true).await;
-    let spec = KeySpec {
+    // With auth on: the relay presents the node's own peer key (it once went without and got
+    // 401; the caller's key must not travel to an address from control's directory).
+    let control = models(dir.path()).await;
+    let key_of = |scopes: &[Scope]| KeySpec {
         name: "app".into(),
-        scopes: [Scope::Predict].into_iter().collect::<Scopes>(),
+        scopes: scopes.iter().copied().collect::<Scopes>(),
         models: None,
         limits: KeyLimits::default(),
     };
-    let key = control.client.create_key(&spec).await.unwrap().key;
+    let key = control.client.create_key(&key_of(&[Scope::Predict])).await.unwrap().key;
+    let peer_key = control.client.create_key(&key_of(&[Scope::Predict])).await.unwrap().key;
+    let nodes = start_nodes(&control, dir.path(), &["eu", "us"], |c| {
+        c.auth.enabled = true;
+        c.auth.peer_key = Some(peer_key.clone());
+    })
+    .await;
     let key_id = meridian_gossip::keys::key_id(&key).unwrap().to_string();
     for node in &nodes {
         node.wait_table("the key", |t| t.catalog.keys.contains_key(&key_id)).await;

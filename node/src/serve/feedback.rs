@@ -78,7 +78,8 @@ pub async fn feedback(
 }
 
 /// Feedback for a request another node answered (`uuid@node`): hand it to that node, found in
-/// control's node directory, and pass its answer back. `None` when it is ours or cannot go.
+/// the mesh or control's node directory, with this node's `auth.peer_key`, and pass its answer
+/// back. `None` when it is ours or cannot go.
 async fn relay(
     state: &AppState,
     request_id: &str,
@@ -89,9 +90,16 @@ async fn relay(
     if node == state.config.id || headers.contains_key(RELAYED) {
         return None;
     }
-    let control_url = state.config.control_url.as_deref()?;
-    let control = ControlClient::with_client(control_url, state.peers.clone(), &state.config);
-    let url = match control.node_url(node).await {
+    // The relay presents this node's own credential, never the caller's: a node's address can
+    // come from control's directory, which any heartbeat can write.
+    let credential = state.config.auth.peer_key.clone();
+    if state.auth.enabled() && credential.is_none() {
+        return Some(Err(ApiError::unavailable(format!(
+            "request {request_id:?} was answered by node {node:?}: send its feedback there \
+             (this node has no auth.peer_key to relay it with)"
+        ))));
+    }
+    let url = match node_url(state, node).await {
         Ok(Some(url)) => url,
         Ok(None) => return None,
         Err(e) => return Some(Err(ApiError::unavailable(format!("cannot find node {node:?}: {e}")))),
@@ -102,11 +110,8 @@ async fn relay(
         .timeout(std::time::Duration::from_secs(5))
         .header(RELAYED, state.config.id.as_str())
         .header("content-type", "application/json");
-    // The caller's credential, which every node of the mesh accepts alike.
-    for name in [axum::http::header::AUTHORIZATION.as_str(), "x-api-key"] {
-        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            request = request.header(name, value);
-        }
+    if let Some(key) = credential {
+        request = request.bearer_auth(key);
     }
     let sent = request.body(body).send().await;
     Some(match sent {
@@ -118,6 +123,21 @@ async fn relay(
         }
         Err(e) => Err(ApiError::unavailable(format!("node {node:?} did not take the feedback: {e}"))),
     })
+}
+
+/// Where node `id` serves HTTP: from the mesh (members authenticate with the mesh
+/// certificate) when this node runs one and knows it, else from control's directory.
+async fn node_url(state: &AppState, id: &str) -> Result<Option<String>, String> {
+    if let Some(mesh) = &state.mesh {
+        let members = mesh.members().await;
+        let known = members.iter().filter(|m| m.node == id).find_map(|m| m.info.as_ref());
+        if let Some(record) = known {
+            return Ok(Some(record.info.http_url.clone()));
+        }
+    }
+    let Some(control_url) = state.config.control_url.as_deref() else { return Ok(None) };
+    let control = ControlClient::with_client(control_url, state.peers.clone(), &state.config);
+    control.node_url(id).await.map_err(|e| e.to_string())
 }
 
 /// 1 when the classifier's predicted class is `label` (an index, or a class name), else 0.

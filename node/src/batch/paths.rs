@@ -65,18 +65,22 @@ pub fn output_file(roots: &[PathBuf], raw: &str, input: &Path) -> Result<PathBuf
         return Err(refuse("it names no file".into()));
     };
     let parent = std::fs::canonicalize(parent).map_err(|e| refuse(format!("its directory: {e}")))?;
-    let mut target = parent.join(name);
-    if target.exists() {
-        target = std::fs::canonicalize(&target).map_err(|e| refuse(e.to_string()))?;
-        if target.is_dir() {
-            return Err(refuse("it is a directory".into()));
-        }
-    }
+    let target = parent.join(name);
     if !inside(roots, &target) {
         return Err(outside(raw, roots));
     }
-    if std::fs::canonicalize(input).is_ok_and(|i| i == target) {
-        return Err(refuse("it is the input file".into()));
+    // Written through no link (a dangling one would create a file anywhere), and not the input
+    // by another name (a hard link).
+    if let Ok(meta) = std::fs::symlink_metadata(&target) {
+        if meta.file_type().is_symlink() {
+            return Err(refuse("it is a symbolic link".into()));
+        }
+        if meta.is_dir() {
+            return Err(refuse("it is a directory".into()));
+        }
+        if std::fs::metadata(input).is_ok_and(|i| same_file(&i, &meta)) {
+            return Err(refuse("it is the input file".into()));
+        }
     }
     let existed = target.exists();
     std::fs::OpenOptions::new()
@@ -89,6 +93,34 @@ pub fn output_file(roots: &[PathBuf], raw: &str, input: &Path) -> Result<PathBuf
         let _ = std::fs::remove_file(&target);
     }
     Ok(target)
+}
+
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// When a job runs (it may have waited in the queue): its node-path input is still a regular
+/// file under `roots` (nothing swapped a link or a device in since the submit).
+pub fn recheck_input(roots: &[PathBuf], input: &Path, max_bytes: u64) -> Result<(), String> {
+    let raw = input.to_str().ok_or("the input path is not UTF-8")?;
+    input_file(roots, raw, max_bytes).map(|_| ()).map_err(|e| e.message)
+}
+
+/// When a job writes its output: a path of the node's own (under `own`), or one under `roots`
+/// that is not a symbolic link.
+pub fn recheck_output(roots: &[PathBuf], own: &Path, output: &Path) -> Result<(), String> {
+    if output.starts_with(own) {
+        return Ok(());
+    }
+    if std::fs::symlink_metadata(output).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!("the output {} became a symbolic link", output.display()));
+    }
+    let parent = output.parent().and_then(|p| std::fs::canonicalize(p).ok());
+    match parent {
+        Some(dir) if inside(roots, &dir) => Ok(()),
+        _ => Err(format!("the output {} is no longer under batch.paths", output.display())),
+    }
 }
 
 #[cfg(test)]
@@ -138,5 +170,22 @@ mod tests {
         ] {
             assert!(output_file(&roots, &bad, &input).is_err(), "{bad}");
         }
+        // A dangling link would create a file outside; a hard link is the input by another name.
+        let outside_file = dir.path().join("created-outside.csv");
+        std::os::unix::fs::symlink(&outside_file, root.join("dangling.csv")).unwrap();
+        std::fs::hard_link(&input, root.join("same.csv")).unwrap();
+        for (bad, why) in [("dangling.csv", "symbolic link"), ("same.csv", "the input file")] {
+            let err = output_file(&roots, &raw(&root.join(bad)), &input).unwrap_err();
+            assert!(err.message.contains(why), "{bad}: {}", err.message);
+        }
+        assert!(!outside_file.exists());
+        // At run time: a path swapped for a link or a device since the submit is refused.
+        let own = dir.path().join("data/batch");
+        assert!(recheck_output(&roots, &own, &root.join("dangling.csv")).is_err());
+        assert!(recheck_output(&roots, &own, &own.join("job/output.csv")).is_ok());
+        assert!(recheck_input(&roots, &input, 1 << 20).is_ok());
+        std::fs::remove_file(&input).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &input).unwrap();
+        assert!(recheck_input(&roots, &input, 1 << 20).is_err());
     }
 }

@@ -113,6 +113,8 @@ async fn drive(state: &Arc<NodeState>, id: &str, token: &CancellationToken) -> R
     drop(permit);
     let store = batches.store.clone();
     let written = job.clone();
+    let own = state.config.data_dir.join("batch");
+    super::paths::recheck_output(&state.config.batch.paths, &own, &job.output).map_err(Stop::Failed)?;
     idle(move || write_output(&store, &written)).await?.map_err(Stop::Failed)?;
     finish(state, id, JobState::Done, None).await;
     Ok(())
@@ -271,6 +273,11 @@ impl Reader {
         job: &JobRecord,
         token: CancellationToken,
     ) -> Result<Self, Stop> {
+        if !job.uploaded {
+            let batch = &state.config.batch;
+            super::paths::recheck_input(&batch.paths, &job.input, batch.max_upload_bytes)
+                .map_err(Stop::Failed)?;
+        }
         let (layout, views) = layout_for(state, model, &job.id_column).map_err(Stop::Failed)?;
         // The layout lives in the row reader.
         let rows = super::read::open(&job.input, job.input_format, &layout).map_err(Stop::Failed)?;

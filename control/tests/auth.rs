@@ -432,3 +432,40 @@ async fn native_quic_authenticates_per_connection_and_follows_models_limits_and_
     }
     control.stop().await;
 }
+
+/// A node's reports to control need the `node` scope (its `auth.peer_key`): with them open,
+/// anyone who reached control could point a node id at any URL (where spread batch shards and
+/// their credential go) or feed a canary's judgement with made-up latencies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_reports_to_control_need_the_node_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let (control, _) = secured(dir.path(), 0, |_| {}).await;
+    let url = format!("{}/api/v1/nodes/heartbeat", control.url());
+    let forged = json!({ "id": "eu-1", "region": "eu", "http_url": "http://attacker.example",
+                         "catalog_epoch": 1, "ready": true, "models": [], "queued": 0 });
+    let post = |key: Option<String>| {
+        let mut request = http().post(&url).json(&forged);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post(None).await, 401);
+    let app = create_key(&control, &[Scope::Predict, Scope::Batch], &[], KeyLimits::default()).await;
+    assert_eq!(post(Some(app)).await, 403);
+    let report = http().post(format!("{}/api/v1/metrics/report", control.url())).json(&json!({}));
+    assert_eq!(report.send().await.unwrap().status().as_u16(), 401);
+    assert!(control.client.nodes().await.unwrap().is_empty(), "nothing was registered");
+    // A node with a node-scoped peer key reports itself.
+    let node_key = create_key(&control, &[Scope::Node], &[], KeyLimits::default()).await;
+    let mut config = node_config("n0", Some(control.url()), &dir.path().join("n0"));
+    config.auth.peer_key = Some(node_key);
+    config.heartbeat_ms = 100;
+    let node = Node::start(config).await;
+    wait_for("the node in control's directory", || async {
+        control.client.nodes().await.unwrap().iter().any(|n| n.info.id == "n0")
+    })
+    .await;
+    node.stop().await;
+    control.stop().await;
+}

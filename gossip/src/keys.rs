@@ -26,10 +26,14 @@ pub enum Scope {
     /// Control's operator API (models, rollouts, experiments, keys).
     #[serde(rename = "admin")]
     Admin,
+    /// A node's own reports to control (heartbeats, latency reports): a node's `auth.peer_key`.
+    #[serde(rename = "node")]
+    Node,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::Predict, Scope::Batch, Scope::FeaturesWrite, Scope::Admin];
+    pub const ALL: [Scope; 5] =
+        [Scope::Predict, Scope::Batch, Scope::FeaturesWrite, Scope::Admin, Scope::Node];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,6 +41,7 @@ impl Scope {
             Scope::Batch => "batch",
             Scope::FeaturesWrite => "features:write",
             Scope::Admin => "admin",
+            Scope::Node => "node",
         }
     }
 

@@ -1,6 +1,7 @@
 //! Who may use control's API: the operator routes need a credential with the `admin` scope
 //! (an API key from the registry, the bootstrap admin key, or a JWT of a configured issuer);
-//! the routes nodes call stay open (catalog, artifacts, heartbeats, reports, the node list).
+//! a node's reports (heartbeats, latency reports) need the `node` scope (its `auth.peer_key`);
+//! what nodes read stays open (catalog, artifacts, the node list).
 //! Uses the node's [`Authenticator`], fed with control's own catalog.
 
 use std::path::Path;
@@ -31,9 +32,13 @@ pub fn is_open(method: &Method, route: &str) -> bool {
             | (&Method::GET, "/api/v1/mesh/control-key")
             | (&Method::GET, "/api/v1/artifacts/{digest}")
             | (&Method::GET, "/api/v1/nodes")
-            | (&Method::POST, "/api/v1/nodes/heartbeat")
-            | (&Method::POST, "/api/v1/metrics/report")
     )
+}
+
+/// Whether `route` is a node's report to control, which needs the `node` scope: anyone who
+/// could post one could point a node id at any URL or feed a canary's judgement.
+fn is_node_report(method: &Method, route: &str) -> bool {
+    method == Method::POST && matches!(route, "/api/v1/nodes/heartbeat" | "/api/v1/metrics/report")
 }
 
 /// The authenticator of control's API: the config's JWT issuers and bootstrap key, the
@@ -86,14 +91,17 @@ pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 /// The middleware: open routes pass; the rest need `admin`.
 pub async fn authorize(State(state): State<SharedState>, request: Request, next: Next) -> Response {
-    let open = match request.extensions().get::<MatchedPath>() {
-        Some(route) => is_open(request.method(), route.as_str()),
-        None => true, // the 404 fallback
-    };
+    let route = request.extensions().get::<MatchedPath>().map(|r| r.as_str().to_string());
+    let open = route.as_deref().is_none_or(|r| is_open(request.method(), r)); // None: the 404 fallback
     if open || !state.auth.enabled() {
         return next.run(request).await;
     }
-    let admitted = state.auth.from_headers(request.headers()).and_then(|p| p.allow(Scope::Admin, None));
+    let scope = if route.as_deref().is_some_and(|r| is_node_report(request.method(), r)) {
+        Scope::Node
+    } else {
+        Scope::Admin
+    };
+    let admitted = state.auth.from_headers(request.headers()).and_then(|p| p.allow(scope, None));
     match admitted {
         Ok(()) => next.run(request).await,
         Err(e) => {

@@ -43,6 +43,9 @@ pub struct NodeArgs {
     /// Redis for the shared feature store (`redis://host:6379/0`); default: node-local sled.
     #[arg(long, env = "MERIDIAN_NODE_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// This node's own API key (`auth.peer_key`): its reports to control need the `node` scope.
+    #[arg(long, env = "MERIDIAN_NODE_PEER_KEY", hide_env_values = true)]
+    pub peer_key: Option<String>,
     /// UDP address of the mesh endpoint (joins the mesh; see `[mesh]` in deploy/node.toml).
     #[arg(long, env = "MERIDIAN_NODE_MESH_LISTEN")]
     pub mesh_listen: Option<SocketAddr>,
@@ -126,6 +129,9 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.data_dir {
         config.data_dir = v;
+    }
+    if args.peer_key.is_some() {
+        config.auth.peer_key = args.peer_key;
     }
     if args.redis_url.is_some() {
         config.features.redis_url = args.redis_url;

@@ -43,7 +43,7 @@ fn parse_scopes(names: &[String]) -> anyhow::Result<Scopes> {
         .flat_map(|n| n.split(','))
         .map(|n| {
             Scope::parse(n.trim())
-                .with_context(|| format!("unknown scope {n:?}; use predict, batch, features:write or admin"))
+                .with_context(|| format!("unknown scope {n:?}; use predict, batch, features:write, admin or node"))
         })
         .collect()
 }

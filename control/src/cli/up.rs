@@ -51,7 +51,11 @@ async fn ensure_demo_key(client: &Client, data_dir: &std::path::Path) -> anyhow:
     if let Ok(text) = std::fs::read_to_string(&path) {
         let key = text.trim().to_string();
         let id = meridian_gossip::keys::key_id(&key).unwrap_or_default().to_string();
-        if client.keys().await?.iter().any(|k| k.id == id && k.revoked_at.is_none()) {
+        // Reused while it still has every scope (a key from an older release may lack `node`).
+        let whole = |k: &crate::registry::keys::KeyRecord| {
+            k.id == id && k.revoked_at.is_none() && Scopes::all().iter().all(|s| k.scopes.contains(s))
+        };
+        if client.keys().await?.iter().any(whole) {
             return Ok(key);
         }
     }

@@ -24,6 +24,8 @@ pub struct ControlClient {
     base: String,
     http: reqwest::Client,
     max_artifact_bytes: u64,
+    /// The node's `auth.peer_key`, presented with its reports (control wants the `node` scope).
+    credential: Option<String>,
 }
 
 impl ControlClient {
@@ -33,7 +35,18 @@ impl ControlClient {
             base: base.trim_end_matches('/').to_string(),
             http,
             max_artifact_bytes: config.max_artifact_bytes,
+            credential: config.auth.peer_key.clone(),
         }
+    }
+
+    /// `Authorization: Bearer <peer_key>` when the node has one.
+    fn credential_header(&self) -> reqwest::header::HeaderMap {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = self.credential.as_ref().and_then(|k| format!("Bearer {k}").parse().ok());
+        if let Some(value) = value {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        headers
     }
 
     async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ControlError> {
@@ -108,6 +121,7 @@ impl ControlClient {
         let resp = self
             .http
             .post(format!("{}/api/v1/metrics/report", self.base))
+            .headers(self.credential_header())
             .json(report)
             .timeout(Duration::from_secs(5))
             .send()
@@ -131,6 +145,7 @@ impl ControlClient {
         let resp = self
             .http
             .post(format!("{}/api/v1/nodes/heartbeat", self.base))
+            .headers(self.credential_header())
             .json(info)
             .timeout(Duration::from_secs(5))
             .send()

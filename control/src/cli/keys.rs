@@ -18,7 +18,7 @@ pub enum KeysCommand {
         /// What the key is for (shown in lists).
         #[arg(long)]
         name: String,
-        /// predict, batch, features:write or admin; repeat for several.
+        /// predict, batch, features:write, admin or node; repeat for several.
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
         /// Allow only this model; repeat for several (default: every model).

@@ -42,8 +42,9 @@ fn parse_scopes(names: &[String]) -> anyhow::Result<Scopes> {
         .iter()
         .flat_map(|n| n.split(','))
         .map(|n| {
-            Scope::parse(n.trim())
-                .with_context(|| format!("unknown scope {n:?}; use predict, batch, features:write, admin or node"))
+            Scope::parse(n.trim()).with_context(|| {
+                format!("unknown scope {n:?}; use predict, batch, features:write, admin or node")
+            })
         })
         .collect()
 }

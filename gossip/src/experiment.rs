@@ -77,12 +77,7 @@ impl Experiment {
         }
         // Names travel in URLs, metric labels and every node's catalog.
         // Not starting with '.': `.` and `..` cannot be URL path segments (clients resolve them).
-        let safe = |s: &str| {
-            s.len() <= 128
-                && !s.starts_with('.')
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        };
-        if !safe(&self.name) {
+        if !self.name.is_empty() && !meridian_models::spec::is_safe_name(&self.name, 128) {
             p.push(
                 "the experiment name must be at most 128 letters, digits, '-', '_' or '.', not starting with '.'"
                     .to_string(),

@@ -44,12 +44,18 @@ pub enum OutputSpec {
 }
 
 /// Names are used in URLs, file names and metric labels.
+/// Whether `name` is safe as a URL path segment, a file name and a metric label: 1 to `max`
+/// letters, digits, '-', '_' or '.', not starting with '.' (`.` and `..` cannot be path
+/// segments). Models, views, experiments, regions and certificate names all follow it.
+pub fn is_safe_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 pub fn validate_model_name(name: &str) -> Result<(), ModelError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !name.starts_with('.');
-    if ok {
+    if is_safe_name(name, 128) {
         Ok(())
     } else {
         Err(ModelError::Spec(format!(

@@ -179,10 +179,7 @@ fn parse_placement(body: &[u8]) -> Result<meridian_gossip::Placement, ApiError> 
         if regions.is_empty() {
             return Err(ApiError::bad_request("placement: regions must list at least one region"));
         }
-        let ok = |r: &str| {
-            (1..=64).contains(&r.len()) && r.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        };
-        if let Some(bad) = regions.iter().find(|r| !ok(r)) {
+        if let Some(bad) = regions.iter().find(|r| !meridian_models::spec::is_safe_name(r, 64)) {
             return Err(ApiError::bad_request(format!(
                 "placement: region {bad:?} must be 1-64 letters, digits, '-', '_' or '.'"
             )));

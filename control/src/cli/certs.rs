@@ -21,10 +21,7 @@ pub struct CertsArgs {
 
 pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
     // A file name stem in `--dir`, not a path out of it.
-    let stem_ok = !args.name.is_empty()
-        && args.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && !args.name.starts_with('.');
-    if !stem_ok {
+    if !meridian_models::spec::is_safe_name(&args.name, 128) {
         anyhow::bail!("--name {:?} must be a file name stem: letters, digits, '-', '_', '.'", args.name);
     }
     let ca = DevCa::open_or_create(&args.dir)?;

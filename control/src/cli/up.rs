@@ -52,10 +52,12 @@ async fn ensure_demo_key(client: &Client, data_dir: &std::path::Path) -> anyhow:
         let key = text.trim().to_string();
         let id = meridian_gossip::keys::key_id(&key).unwrap_or_default().to_string();
         // Reused while it still has every scope (a key from an older release may lack `node`).
-        let whole = |k: &crate::registry::keys::KeyRecord| {
-            k.id == id && k.revoked_at.is_none() && Scopes::all().iter().all(|s| k.scopes.contains(s))
-        };
-        if client.keys().await?.iter().any(whole) {
+        if client
+            .keys()
+            .await?
+            .iter()
+            .any(|k| k.id == id && k.revoked_at.is_none() && k.scopes == Scopes::all())
+        {
             return Ok(key);
         }
     }

@@ -29,13 +29,8 @@ pub struct FeatureView {
     pub description: String,
 }
 
-/// 1-128 letters, digits, '-', '_' or '.', not starting with '.' (`.` and `..` cannot be URL
-/// path segments: clients resolve them away).
 fn name_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('.')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    crate::spec::is_safe_name(s, 128)
 }
 
 impl FeatureView {

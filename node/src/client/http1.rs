@@ -33,10 +33,13 @@ impl Http1Client {
     }
 
     fn request(&self, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.post(format!("{}{path}", self.base));
+        self.authed(self.http.post(format!("{}{path}", self.base)))
+    }
+
+    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
+            Some(t) => request.bearer_auth(t),
+            None => request,
         }
     }
 
@@ -75,11 +78,8 @@ impl Http1Client {
     /// connection under the client's upload, which then sees only a broken connection. The
     /// model's V2 readiness route, with the same credentials, gets the node's own error.
     async fn refusal(&self, model: &str) -> Option<ClientError> {
-        let probe = self.http.get(format!("{}/v2/models/{}/ready", self.base, super::segment(model)));
-        let probe = match &self.token {
-            Some(token) => probe.bearer_auth(token),
-            None => probe,
-        };
+        let probe =
+            self.authed(self.http.get(format!("{}/v2/models/{}/ready", self.base, super::segment(model))));
         let resp = probe.timeout(Duration::from_secs(5)).send().await.ok()?;
         let status = resp.status().as_u16();
         if status == 200 {

@@ -304,7 +304,7 @@ fn rows_of(model: &LoadedModel, frame: &Frame) -> Result<InputBatch, OpenError> 
             if rows.is_empty() {
                 return Err((ApiError::bad_request("ROWS_JSON: no rows"), None));
             }
-            crate::serve::seed::plain_batch(model, &rows).map_err(|e| (e, None))
+            crate::serve::seed::plain_batch(model, &rows).map_err(|(_, e)| (e, None))
         }
         Kind::RowsF32 => {
             let (rows, cols, values) =

@@ -104,7 +104,7 @@ async fn answer(
     }
     let stored = lookup_entities(state, &model, request.entity.as_ref()).await?;
     obs.degraded = stored.degraded;
-    let (input, defaulted) = to_batch(&model, &rows, single, &stored)?;
+    let (input, defaulted) = to_batch(&model, &rows, single, &stored).map_err(|(_, e)| e)?;
     let n = input.rows;
     let (name, version) = (&model.manifest.name, model.manifest.version);
     let cached = if single { state.results.get(name, version, &input.values) } else { None };
@@ -245,18 +245,23 @@ async fn lookup_entities(
 }
 
 /// Rows of named features (defaults filling the gaps) → the model's input columns: the
-/// streaming front ends' rows.
-pub(crate) fn plain_batch(model: &LoadedModel, rows: &[Map<String, Value>]) -> Result<InputBatch, ApiError> {
+/// streaming front ends' rows. An error says which row it is about (its message starts
+/// `rows[i]: `).
+pub(crate) fn plain_batch(
+    model: &LoadedModel,
+    rows: &[Map<String, Value>],
+) -> Result<InputBatch, (usize, ApiError)> {
     Ok(to_batch(model, rows, false, &Stored::default())?.0)
 }
 
-/// Rows of named features (with stored values and defaults) → the model's input columns.
+/// Rows of named features (with stored values and defaults) → the model's input columns; an
+/// error comes with the index of the row it is about.
 fn to_batch(
     model: &LoadedModel,
     rows: &[Map<String, Value>],
     single: bool,
     stored: &Stored,
-) -> Result<(InputBatch, Vec<String>), ApiError> {
+) -> Result<(InputBatch, Vec<String>), (usize, ApiError)> {
     let width = model.width();
     let features = &model.manifest.spec.features;
     let mut values = Vec::with_capacity(rows.len() * width);
@@ -279,10 +284,12 @@ fn to_batch(
                     model.manifest.name,
                     short_list(&takes)
                 );
-                return Err(ApiError::bad_request(at(msg)));
+                return Err((r, ApiError::bad_request(at(msg))));
             }
-            Err(e @ AssembleError::Missing(_)) => return Err(ApiError::unprocessable(at(e.to_string()))),
-            Err(e @ AssembleError::Invalid(_)) => return Err(ApiError::bad_request(at(e.to_string()))),
+            Err(e @ AssembleError::Missing(_)) => {
+                return Err((r, ApiError::unprocessable(at(e.to_string()))))
+            }
+            Err(e @ AssembleError::Invalid(_)) => return Err((r, ApiError::bad_request(at(e.to_string())))),
         }
     }
     Ok((InputBatch { rows: rows.len(), width, values }, defaulted))

@@ -238,13 +238,10 @@ async fn queue(
     let (lines, chunk): (Vec<usize>, Vec<Map<String, Value>>) = std::mem::take(rows).into_iter().unzip();
     let (good, refused) = match super::seed::plain_batch(model, &chunk) {
         Ok(input) => (Some(input), None),
-        Err(e) => match bad_row(&e).filter(|i| *i < lines.len()) {
-            Some(i) => {
-                let before = if i == 0 { None } else { super::seed::plain_batch(model, &chunk[..i]).ok() };
-                (before, Some((lines[i], on_line(e, lines[i]))))
-            }
-            None => (None, Some((lines[0], e))),
-        },
+        Err((i, e)) => {
+            let before = if i == 0 { None } else { super::seed::plain_batch(model, &chunk[..i]).ok() };
+            (before, Some((lines[i], on_line(e, i, lines[i]))))
+        }
     };
     if let Some(input) = good {
         let pending = start(state, model, input, "stream").await.map_err(|e| (lines[0], e));
@@ -262,14 +259,9 @@ async fn queue(
     }
 }
 
-/// The index `i` of a chunk error `rows[i]: ...`.
-fn bad_row(e: &ApiError) -> Option<usize> {
-    e.message.strip_prefix("rows[")?.split_once(']')?.0.parse().ok()
-}
-
-/// `rows[i]: ...` in a chunk's error → `line N: ...` in the stream.
-fn on_line(mut e: ApiError, line: usize) -> ApiError {
-    if let Some((_, tail)) = e.message.split_once(']') {
+/// A chunk's error about its row `i` (`rows[i]: ...`) → `line N: ...` in the stream.
+fn on_line(mut e: ApiError, i: usize, line: usize) -> ApiError {
+    if let Some(tail) = e.message.strip_prefix(&format!("rows[{i}]")) {
         e.message = format!("line {line}{tail}");
     }
     e

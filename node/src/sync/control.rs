@@ -39,14 +39,12 @@ impl ControlClient {
         }
     }
 
-    /// `Authorization: Bearer <peer_key>` when the node has one.
-    fn credential_header(&self) -> reqwest::header::HeaderMap {
-        let mut headers = reqwest::header::HeaderMap::new();
-        let value = self.credential.as_ref().and_then(|k| format!("Bearer {k}").parse().ok());
-        if let Some(value) = value {
-            headers.insert(reqwest::header::AUTHORIZATION, value);
+    /// `request` with `Authorization: Bearer <peer_key>` when the node has one.
+    fn credentialed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credential {
+            Some(key) => request.bearer_auth(key),
+            None => request,
         }
-        headers
     }
 
     async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ControlError> {
@@ -119,9 +117,7 @@ impl ControlClient {
 
     pub async fn report(&self, report: &meridian_gossip::report::LatencyReport) -> Result<(), ControlError> {
         let resp = self
-            .http
-            .post(format!("{}/api/v1/metrics/report", self.base))
-            .headers(self.credential_header())
+            .credentialed(self.http.post(format!("{}/api/v1/metrics/report", self.base)))
             .json(report)
             .timeout(Duration::from_secs(5))
             .send()
@@ -143,9 +139,7 @@ impl ControlClient {
 
     pub async fn heartbeat(&self, info: &NodeInfo) -> Result<(), ControlError> {
         let resp = self
-            .http
-            .post(format!("{}/api/v1/nodes/heartbeat", self.base))
-            .headers(self.credential_header())
+            .credentialed(self.http.post(format!("{}/api/v1/nodes/heartbeat", self.base)))
             .json(info)
             .timeout(Duration::from_secs(5))
             .send()

@@ -42,6 +42,17 @@ pub enum MemberStatus {
     Down,
 }
 
+impl MemberStatus {
+    /// The name it has in JSON: `alive`, `suspect`, `down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Alive => "alive",
+            MemberStatus::Suspect => "suspect",
+            MemberStatus::Down => "down",
+        }
+    }
+}
+
 /// One node in `GET /api/v1/mesh/nodes`: the answering node itself (`is_self`) or a member as
 /// that node sees it, with the info the member last gossiped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

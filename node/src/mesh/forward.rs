@@ -104,9 +104,7 @@ pub(crate) async fn load_on_demand(state: &AppState, model: &str) {
         tracing::info!(model, "loading an on-demand model for its first request here");
         let state = state.clone();
         tokio::spawn(async move {
-            let control = state.config.control_url.as_deref().map(|url| {
-                crate::sync::control::ControlClient::with_client(url, state.peers.clone(), &state.config)
-            });
+            let control = crate::sync::control::ControlClient::of_node(&state);
             crate::sync::adopt::adopt(&state, (*catalog).clone(), control.as_ref()).await;
         });
     }

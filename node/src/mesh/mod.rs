@@ -225,7 +225,7 @@ pub async fn view(state: &NodeState) -> MeshView {
         let parted = mesh.parting.lock().ok().and_then(|p| p.clone());
         let mut members = match parted {
             Some(members) => members,
-            None => mesh.handle.members().await.unwrap_or_default(),
+            None => (*mesh.members().await).clone(),
         };
         members.sort_by(|a, b| (&a.node, b.generation).cmp(&(&b.node, a.generation)));
         members.dedup_by(|later, first| later.node == first.node);

@@ -31,7 +31,7 @@ pub async fn peer_for(state: &NodeState, open: &Open) -> Option<Peer> {
     if state.config.auth.enabled && state.config.auth.peer_key.is_none() {
         return None;
     }
-    for target in super::targets(state, &open.model).await.iter().take(3) {
+    for target in super::targets(state, &open.model).await.iter().take(super::forward::MAX_TRIES) {
         let Some(addr) = target.quic else { continue };
         match mesh.native.get(addr, super::connect_timeout(state), connect(state, target, addr)).await {
             Ok(client) => return Some(Peer { id: target.id.clone(), addr, client }),

@@ -36,11 +36,7 @@ pub async fn follow(state: Arc<NodeState>) {
     crate::sync::adopt_persisted(&state).await;
     let Some(mesh) = &state.mesh else { return };
     let mut rx = mesh.handle.watch_catalog();
-    let control = state
-        .config
-        .control_url
-        .as_deref()
-        .map(|url| ControlClient::with_client(url, state.peers.clone(), &state.config));
+    let control = ControlClient::of_node(&state);
     let mut backoff = RETRY_FIRST;
     loop {
         let offered = rx.borrow_and_update().clone();
@@ -86,8 +82,7 @@ pub async fn follow(state: Arc<NodeState>) {
 
 /// Long-poll control for signed catalogs and publish each newer one into the mesh.
 pub async fn publish_control(state: Arc<NodeState>) {
-    let (Some(mesh), Some(url)) = (&state.mesh, state.config.control_url.as_deref()) else { return };
-    let client = ControlClient::with_client(url, state.peers.clone(), &state.config);
+    let (Some(mesh), Some(client)) = (&state.mesh, ControlClient::of_node(&state)) else { return };
     let mut backoff = Duration::from_millis(200);
     loop {
         let have = mesh.handle.catalog().map(|c| c.signed.catalog.epoch).unwrap_or(0);

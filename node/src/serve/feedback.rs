@@ -135,8 +135,7 @@ async fn node_url(state: &AppState, id: &str) -> Result<Option<String>, String> 
             return Ok(Some(record.info.http_url.clone()));
         }
     }
-    let Some(control_url) = state.config.control_url.as_deref() else { return Ok(None) };
-    let control = ControlClient::with_client(control_url, state.peers.clone(), &state.config);
+    let Some(control) = ControlClient::of_node(state) else { return Ok(None) };
     control.node_url(id).await.map_err(|e| e.to_string())
 }
 

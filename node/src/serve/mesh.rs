@@ -73,7 +73,14 @@ pub async fn artifact(
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| ApiError::not_found(format!("this node does not hold that artifact ({e})")))?;
-    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let meta = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::not_found(format!("this node does not hold that artifact ({e})")))?;
+    if !meta.is_file() {
+        return Err(ApiError::not_found("this node does not hold that artifact"));
+    }
+    let len = meta.len();
     // The permit is held until the body has been sent.
     let stream = futures_util::StreamExt::map(tokio_util::io::ReaderStream::new(file), move |chunk| {
         let _held = &permit;

@@ -47,6 +47,13 @@ impl ControlClient {
         }
     }
 
+    /// The node's client of its control, over its shared HTTP client; `None` without
+    /// `control_url`.
+    pub fn of_node(state: &crate::node::NodeState) -> Option<Self> {
+        let url = state.config.control_url.as_deref()?;
+        Some(Self::with_client(url, state.peers.clone(), &state.config))
+    }
+
     async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ControlError> {
         if resp.status().is_success() {
             return Ok(resp);

@@ -47,10 +47,7 @@ pub async fn follow(state: Arc<NodeState>) {
 /// Long-poll control's catalog and adopt each newer epoch, until shutdown (nothing without
 /// `control_url`).
 pub async fn follow_control(state: &Arc<NodeState>) {
-    let Some(url) = state.config.control_url.clone() else {
-        return;
-    };
-    let client = ControlClient::with_client(&url, state.peers.clone(), &state.config);
+    let Some(client) = ControlClient::of_node(state) else { return };
     let mut backoff = Duration::from_millis(200);
     loop {
         let table = state.table.load();
@@ -133,10 +130,7 @@ pub fn node_info(state: &NodeState) -> NodeInfo {
 
 /// Report to control every `heartbeat_ms` until shutdown.
 pub async fn heartbeat(state: Arc<NodeState>) {
-    let Some(url) = state.config.control_url.clone() else {
-        return;
-    };
-    let client = ControlClient::with_client(&url, state.peers.clone(), &state.config);
+    let Some(client) = ControlClient::of_node(&state) else { return };
     let every = Duration::from_millis(state.config.heartbeat_ms);
     loop {
         if let Err(e) = client.heartbeat(&node_info(&state)).await {

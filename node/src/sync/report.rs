@@ -16,8 +16,7 @@ use crate::node::NodeState;
 pub const MAX_QUEUED_REPORTS: usize = 360;
 
 pub async fn report(state: Arc<NodeState>) {
-    let Some(url) = state.config.control_url.clone() else { return };
-    let client = ControlClient::with_client(&url, state.peers.clone(), &state.config);
+    let Some(client) = ControlClient::of_node(&state) else { return };
     let every = Duration::from_millis(state.config.report_interval_ms);
     let mut queue: VecDeque<LatencyReport> = VecDeque::new();
     let mut start_ms = unix_ms();

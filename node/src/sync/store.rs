@@ -41,11 +41,10 @@ impl LocalStore {
         write_atomic(&self.dir, &self.dir.join("catalog.json"), &bytes)
     }
 
-    /// Where the artifact with `digest` is stored, if it is (not checked against its digest:
-    /// whoever reads it verifies).
+    /// Where the artifact with `digest` is stored when this node holds it (opening it says
+    /// whether it does; not checked against its digest: whoever reads it verifies).
     pub fn artifact_path(&self, digest: &str) -> Option<PathBuf> {
-        let path = self.artifacts.join(digest);
-        (is_sha256_hex(digest) && path.is_file()).then_some(path)
+        is_sha256_hex(digest).then(|| self.artifacts.join(digest))
     }
 
     /// The artifact's bytes if present and intact; a file whose digest no longer matches

@@ -69,11 +69,10 @@ fn watchers(view: &MeshView, id: &str) -> Vec<String> {
 /// `id` as `view` shows it: `None` once it is down or gone, else its state (`alive, draining`).
 fn still_there(view: &MeshView, id: &str) -> Option<String> {
     let node = view.nodes.iter().find(|n| n.id == id)?;
-    let state = match node.state {
-        MemberStatus::Down => return None,
-        MemberStatus::Alive => "alive",
-        MemberStatus::Suspect => "suspect",
-    };
+    if node.state == MemberStatus::Down {
+        return None;
+    }
+    let state = node.state.as_str();
     let draining = node.info.as_ref().is_some_and(|i| i.draining);
     Some(if draining { format!("{state}, draining") } else { state.to_string() })
 }

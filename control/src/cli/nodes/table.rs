@@ -1,7 +1,7 @@
 //! The tables of `meridian nodes`: the mesh view by region, and control's directory.
 
 use comfy_table::Table;
-use meridian_gossip::{LoadedModel, MemberStatus, MeshNode, MeshView};
+use meridian_gossip::{LoadedModel, MeshNode, MeshView};
 
 use super::super::client::Client;
 use super::super::output::{table, Output};
@@ -32,12 +32,7 @@ pub fn mesh(view: &MeshView) -> Table {
 }
 
 fn mesh_row(n: &MeshNode, first_of_region: bool) -> Vec<String> {
-    let state = match (n.is_self, n.state) {
-        (true, _) => "self",
-        (_, MemberStatus::Alive) => "alive",
-        (_, MemberStatus::Suspect) => "suspect",
-        (_, MemberStatus::Down) => "down",
-    };
+    let state = if n.is_self { "self" } else { n.state.as_str() };
     let dash = || "-".to_string();
     let info = n.info.as_ref();
     vec![
@@ -84,13 +79,6 @@ pub async fn directory(client: &Client, out: &Output) -> anyhow::Result<()> {
             "last seen",
         ]);
         for n in &nodes {
-            let live: Vec<String> = n
-                .info
-                .models
-                .iter()
-                .filter(|m| m.live)
-                .map(|m| format!("{} v{}", m.name, m.version))
-                .collect();
             t.add_row(vec![
                 n.info.region.clone(),
                 n.info.id.clone(),
@@ -98,7 +86,7 @@ pub async fn directory(client: &Client, out: &Output) -> anyhow::Result<()> {
                 yes_no(n.info.ready),
                 n.info.http_url.clone(),
                 n.info.catalog_epoch.to_string(),
-                live.join(", "),
+                live_models(&n.info.models),
                 n.info.queued.to_string(),
                 format!("{:.1}s ago", n.last_seen_ms_ago as f64 / 1000.0),
             ]);
@@ -111,7 +99,7 @@ pub async fn directory(client: &Client, out: &Output) -> anyhow::Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use meridian_gossip::NodeInfo;
+    use meridian_gossip::{MemberStatus, NodeInfo};
 
     use super::*;
 
